@@ -1,0 +1,213 @@
+"""print-provider.conf: the print provider's key=value file, and the data directory it lives in.
+
+Format (CONTRACT.md): one ``key=value`` per line; a line whose first non-blank character is
+``#`` is a comment; keys are case-sensitive; values are literal, so backslashes in Windows
+paths (``D:\\print\\encryptedspools``, ``\\\\print-server\\encryptedspools``) are kept as
+written. Only surrounding whitespace is stripped. An unknown key is a warning, a line without
+``=`` is an error that names the file and line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PureWindowsPath
+
+from spoolvault.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONF_NAME = "print-provider.conf"
+
+
+@dataclass(frozen=True)
+class ConfKey:
+    """One key of print-provider.conf: its name, default (relative to the data dir), help."""
+
+    name: str
+    default: str
+    help: str
+
+
+# Declared once: drives parsing, the generated file and docs/configuration.md.
+CONF_KEYS: tuple[ConfKey, ...] = (
+    ConfKey(
+        "EncryptedSpoolDir",
+        "spool/encrypted",
+        "Directory for encrypted spool files: a local path or a mounted network share. "
+        "Relative paths are relative to the data directory.",
+    ),
+    ConfKey(
+        "SpoolDir",
+        "spool/plain",
+        "Directory for plain spool files, used while Spool File Encryption is off.",
+    ),
+)
+_KNOWN = {k.name: k for k in CONF_KEYS}
+
+
+@dataclass(frozen=True)
+class ProviderConf:
+    """The parsed file: raw values as written, plus the warnings parsing produced."""
+
+    values: dict[str, str]
+    source: str = CONF_NAME
+    warnings: tuple[str, ...] = field(default=())
+
+    def raw(self, key: str) -> str:
+        """The value as written, or the key's default."""
+        return self.values.get(key, _KNOWN[key].default)
+
+
+def parse_conf(lines: Iterable[str], source: str = CONF_NAME) -> ProviderConf:
+    """Parse print-provider.conf lines. Raises ConfigError for a line that is not key=value."""
+    values: dict[str, str] = {}
+    warnings: list[str] = []
+    for lineno, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(f"{source}:{lineno}: expected key=value, got {stripped!r}")
+        if key not in _KNOWN:
+            msg = f"{source}:{lineno}: unknown key {key!r} ignored (known: {', '.join(_KNOWN)})"
+            log.warning(msg)
+            warnings.append(msg)
+        if key in values:
+            warnings.append(f"{source}:{lineno}: {key} given again; the last value wins")
+        values[key] = value
+    return ProviderConf(values=values, source=source, warnings=tuple(warnings))
+
+
+def load_conf(path: Path) -> ProviderConf:
+    """Read and parse a print-provider.conf file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
+    return parse_conf(text.splitlines(), source=str(path))
+
+
+def _is_unc(value: str) -> bool:
+    return value.startswith(("\\\\", "//")) and len(value) > 2 and value[2] not in "\\/"
+
+
+def resolve_dir(key: str, value: str, base: Path, *, windows: bool | None = None) -> Path:
+    """Turn a configured directory into a path usable on this host.
+
+    On Windows, drive and UNC paths are used as written. Elsewhere a UNC path cannot be
+    opened directly: the share must be mounted and its mount point given instead.
+    """
+    windows = os.name == "nt" if windows is None else windows
+    if not value:
+        raise ConfigError(f"{key} is empty; give a directory or remove the line for the default")
+    if windows:
+        return Path(value) if PureWindowsPath(value).is_absolute() else base / value
+    if _is_unc(value):
+        raise ConfigError(
+            f"{key}={value} is a Windows network (UNC) path, which this host cannot open "
+            f"directly. Mount the share (for example with mount.cifs or NFS) and set {key} "
+            f"to its mount point, e.g. {key}=/mnt/encryptedspools"
+        )
+    if PureWindowsPath(value).drive:
+        raise ConfigError(
+            f"{key}={value} is a Windows drive path; on this host give a POSIX directory "
+            f"such as {key}=/var/spool/spoolvault/encrypted"
+        )
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def ensure_dir(key: str, path: Path, mode: int = 0o700) -> Path:
+    """Create ``path`` if needed and prove it is a writable directory, or raise ConfigError."""
+    try:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise ConfigError(f"{key}={path} exists and is not a directory") from exc
+    except OSError as exc:
+        raise ConfigError(f"{key}={path} cannot be created: {exc.strerror}") from exc
+    if not path.is_dir():
+        raise ConfigError(f"{key}={path} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{key}={path} is not writable: {exc.strerror}") from exc
+    return path
+
+
+def default_conf_text() -> str:
+    """The print-provider.conf written on first start: every key, commented, with its default."""
+    out = [
+        "# spoolvault print provider configuration: key=value, '#' starts a comment line.",
+        "# Values are literal (backslashes are kept). Relative paths are relative to the",
+        "# data directory. See docs/configuration.md.",
+        "",
+    ]
+    for key in CONF_KEYS:
+        out.append(f"# {key.help}")
+        out.append(f"{key.name}={key.default}")
+        out.append("")
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """The server's data directory and the paths inside it, created on first start."""
+
+    root: Path
+    encrypted_spool: Path
+    plain_spool: Path
+    conf: ProviderConf
+
+    @property
+    def key_file(self) -> Path:
+        return self.root / "keys.json"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "spoolvault.db"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.root / CONF_NAME
+
+    @classmethod
+    def open(cls, root: Path, *, create: bool = True) -> DataDir:
+        """Open (and on first start create, mode 0700) the data directory."""
+        root = root.expanduser().absolute()
+        if not root.exists():
+            if not create:
+                raise ConfigError(f"data directory {root} does not exist (start the server once)")
+            try:
+                root.mkdir(mode=0o700, parents=True)
+            except OSError as exc:
+                raise ConfigError(f"data directory {root} cannot be created: {exc}") from exc
+        elif not root.is_dir():
+            raise ConfigError(f"data directory {root} is not a directory")
+        conf_path = root / CONF_NAME
+        if not conf_path.exists():
+            if not create:
+                raise ConfigError(f"{conf_path} is missing")
+            conf_path.write_text(default_conf_text(), encoding="utf-8")
+        conf = load_conf(conf_path)
+        enc = resolve_dir("EncryptedSpoolDir", conf.raw("EncryptedSpoolDir"), root)
+        plain = resolve_dir("SpoolDir", conf.raw("SpoolDir"), root)
+        if enc.absolute() == plain.absolute():
+            raise ConfigError(
+                f"EncryptedSpoolDir and SpoolDir are the same directory ({enc}); "
+                f"they must differ so plain and encrypted files never mix"
+            )
+        return cls(
+            root=root,
+            encrypted_spool=ensure_dir("EncryptedSpoolDir", enc),
+            plain_spool=ensure_dir("SpoolDir", plain),
+            conf=conf,
+        )

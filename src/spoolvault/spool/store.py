@@ -1,0 +1,581 @@
+"""The spool store: where held jobs' documents wait, encrypted (EncryptedSpoolDir) or plain
+(SpoolDir), behind one interface.
+
+Writes are atomic: a ``.tmp-`` file in the same directory, fsync, rename, fsync of the
+directory, so a crash never leaves a visible partial file. With encryption on, only
+ciphertext is written (docs/spool-format.md); plaintext exists in memory one chunk at a
+time. Reads yield only authenticated plaintext; ``verify`` checks a whole file without
+yielding it. Deleting an encrypted file destroys its wrapped key first (crypto-shredding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, ClassVar, Literal, Self
+
+from spoolvault.errors import (
+    OperatorError,
+    SpoolDecryptError,
+    SpoolError,
+    SpoolFileMissing,
+    SpoolWriteError,
+)
+from spoolvault.spool import format as fmt
+from spoolvault.spool.keys import KeyProvider
+from spoolvault.util.fs import fsync_dir, write_all, write_atomic
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".spool"
+TMP_PREFIX = ".tmp-"
+REWRAP_PREFIX = ".rewrap-"
+LOCK_NAME = ".lock"
+_NAME_RE = re.compile(r"[0-9a-f]{32}")
+_READ_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class SpoolFile:
+    """A committed spool file: what the job record stores about it."""
+
+    name: str
+    encrypted: bool
+    size: int
+    key_id: str | None = None
+    format_version: int | None = None
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_RE.fullmatch(name):
+        raise SpoolError(f"invalid spool file name {name!r}")
+    return name
+
+
+def _space_error(directory: Path, exc: OSError) -> SpoolWriteError:
+    reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
+    return SpoolWriteError(f"cannot write spool file in {directory}: {reason}")
+
+
+class SpoolWriter(ABC):
+    """Streams one document into a new spool file; nothing is visible until commit()."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.name = uuid.uuid4().hex
+        self.tmp_path = spool.directory / f"{TMP_PREFIX}{self.name}{SUFFIX}"
+        self.size = 0
+        self._fd: int | None = None
+        self._finished = False
+        try:
+            self._fd = os.open(
+                self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            raise _space_error(spool.directory, exc) from exc
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._finished:
+            self.abort()
+
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._fd is not None
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:
+            self.abort()
+            raise _space_error(self.spool.directory, exc) from exc
+
+    @abstractmethod
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append document bytes."""
+
+    @abstractmethod
+    def _finish(self) -> SpoolFile:
+        """Write what is held back; return the file's description."""
+
+    def commit(self) -> SpoolFile:
+        """Make the file durable and visible under its final name; return its description."""
+        if self._finished:
+            raise RuntimeError("spool writer already finished")
+        info = self._finish()
+        assert self._fd is not None
+        final = self.spool.path(self.name)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            os.rename(self.tmp_path, final)
+            fsync_dir(self.spool.directory)
+        except OSError as exc:
+            self.abort()
+            final.unlink(missing_ok=True)
+            raise _space_error(self.spool.directory, exc) from exc
+        self._finished = True
+        return info
+
+    def abort(self) -> None:
+        """Discard the file. Safe to call more than once."""
+        self._finished = True
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class _PlainWriter(SpoolWriter):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._emit(data)
+        self.size += len(data)
+
+    def _finish(self) -> SpoolFile:
+        return SpoolFile(self.name, encrypted=False, size=self.size)
+
+
+class _EncryptedWriter(SpoolWriter):
+    def __init__(self, spool: EncryptedSpool) -> None:
+        super().__init__(spool)
+        try:
+            data_key, file_nonce = os.urandom(fmt.DATA_KEY_LEN), os.urandom(fmt.FILE_NONCE_LEN)
+            self._kek_id, wrapped = spool.keys.wrap(data_key)
+            header = fmt.seal_header(
+                data_key=data_key,
+                file_nonce=file_nonce,
+                kek_id=self._kek_id,
+                wrapped_key=wrapped,
+                chunk_size=spool.chunk_size,
+            )
+        except BaseException:
+            self.abort()
+            raise
+        self._sealer = fmt.ChunkSealer(data_key, file_nonce)
+        del data_key
+        self._chunk = spool.chunk_size
+        # Holds back up to one chunk: a chunk is sealed only once we know whether it is last.
+        self._buf = bytearray()
+        self._emit(header.to_bytes())
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._buf += data
+        self.size += len(data)
+        chunk, buf = self._chunk, self._buf
+        if len(buf) <= chunk:
+            return
+        view = memoryview(buf)
+        n = (len(buf) - 1) // chunk  # keep at least one byte back
+        try:
+            for i in range(n):
+                self._emit(self._sealer.seal(view[i * chunk : (i + 1) * chunk], last=False))
+        finally:
+            view.release()
+        del buf[: n * chunk]
+
+    def _finish(self) -> SpoolFile:
+        self._emit(self._sealer.seal(bytes(self._buf), last=True))
+        self._buf.clear()
+        return SpoolFile(
+            self.name,
+            encrypted=True,
+            size=self.size,
+            key_id=self._kek_id.hex(),
+            format_version=fmt.VERSION,
+        )
+
+
+@dataclass
+class Recovery:
+    """What recover() cleaned up after a crash."""
+
+    temp_files_removed: int = 0
+    rewraps_completed: int = 0
+    rewraps_discarded: int = 0
+    shredded_removed: int = 0
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A file in a spool directory that no job record names."""
+
+    path: Path
+    kind: Literal["spool", "temp"]
+    size: int
+    age_seconds: float
+
+
+class Spool(ABC):
+    """One spool directory. Subclasses: EncryptedSpool, PlainSpool."""
+
+    encrypted: ClassVar[bool]
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.directory)!r})"
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{_check_name(name)}{SUFFIX}"
+
+    @abstractmethod
+    def create(self) -> SpoolWriter:
+        """Start a new file; use as a context manager and call commit()."""
+
+    @abstractmethod
+    def read(self, name: str) -> Iterator[bytes]:
+        """Yield the document in chunks; each chunk is authenticated before it is yielded."""
+
+    def verify(self, name: str) -> int:
+        """Check a whole file without yielding it; return its plaintext size."""
+        return sum(len(chunk) for chunk in self.read(name))
+
+    def read_all(self, name: str) -> bytes:
+        """The whole document (tests and small files only: memory grows with size)."""
+        return b"".join(self.read(name))
+
+    def delete(self, name: str, *, missing_ok: bool = False) -> None:
+        """Remove a file durably."""
+        path = self.path(name)
+        try:
+            self._destroy(path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise SpoolFileMissing(f"spool file {path} does not exist") from None
+            return
+        fsync_dir(self.directory)
+
+    def _destroy(self, path: Path) -> None:
+        path.unlink()
+
+    def names(self) -> list[str]:
+        """Names of committed files, sorted."""
+        out = []
+        for entry in os.scandir(self.directory):
+            stem = entry.name.removesuffix(SUFFIX)
+            if entry.name.endswith(SUFFIX) and _NAME_RE.fullmatch(stem):
+                out.append(stem)
+        return sorted(out)
+
+    def _open(self, name: str) -> BinaryIO:
+        path = self.path(name)
+        try:
+            return open(path, "rb", buffering=_READ_BUFFER)
+        except FileNotFoundError:
+            raise SpoolFileMissing(f"spool file {path} does not exist") from None
+
+    @contextlib.contextmanager
+    def server_lock(self) -> Iterator[None]:
+        """Held by the one server that owns this directory (two would corrupt each other)."""
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OperatorError(
+                    f"spool directory {self.directory} is in use by another spoolvault "
+                    f"server; each print provider needs its own spool directories"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    def recover(self, *, min_age: float = 0.0) -> Recovery:
+        """Clean up after a crash: remove temp files older than ``min_age`` seconds.
+
+        Call at start-up with the server lock held (then ``min_age=0`` is safe: no writer
+        of this directory is running).
+        """
+        report = Recovery()
+        now = time.time()
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith(TMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    if now - entry.stat().st_mtime >= min_age:
+                        os.unlink(entry.path)
+                        report.temp_files_removed += 1
+        if report.temp_files_removed:
+            fsync_dir(self.directory)
+            log.info(
+                "%s: removed %d incomplete spool files", self.directory, report.temp_files_removed
+            )
+        return report
+
+    def orphans(self, known: Iterable[str], *, min_age: float) -> list[Orphan]:
+        """Committed files that no job names, and temp files, older than ``min_age`` s.
+
+        The age guard matters while a server runs: a file is committed just before its job
+        record, so a brand-new file without a record is not an orphan yet.
+        """
+        known_set = set(known)
+        now = time.time()
+        out = []
+        for entry in os.scandir(self.directory):
+            stem = entry.name.removesuffix(SUFFIX)
+            kind: Literal["spool", "temp"]
+            if entry.name.startswith(TMP_PREFIX):
+                kind = "temp"
+            elif entry.name.endswith(SUFFIX) and _NAME_RE.fullmatch(stem):
+                if stem in known_set:
+                    continue
+                kind = "spool"
+            else:
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            age = now - st.st_mtime
+            if age >= min_age:
+                out.append(Orphan(Path(entry.path), kind, st.st_size, age))
+        return sorted(out, key=lambda o: o.path.name)
+
+    def remove_orphan(self, orphan: Orphan) -> None:
+        """Delete an orphan found by orphans() (crypto-shredding it when encrypted)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._destroy(orphan.path)
+        fsync_dir(self.directory)
+
+
+class PlainSpool(Spool):
+    """SpoolDir: documents stored as written, for when Spool File Encryption is off."""
+
+    encrypted = False
+
+    def create(self) -> SpoolWriter:
+        return _PlainWriter(self)
+
+    def read(self, name: str) -> Iterator[bytes]:
+        with self._open(name) as f:
+            while chunk := f.read(fmt.CHUNK_SIZE):
+                yield chunk
+
+
+class EncryptedSpool(Spool):
+    """EncryptedSpoolDir: every file in the format of docs/spool-format.md."""
+
+    encrypted = True
+
+    def __init__(self, directory: Path, keys: KeyProvider, chunk_size: int = fmt.CHUNK_SIZE):
+        super().__init__(directory)
+        self.keys = keys
+        self.chunk_size = chunk_size
+
+    def create(self) -> SpoolWriter:
+        return _EncryptedWriter(self)
+
+    def _authenticate(self, name: str, raw: bytes) -> tuple[fmt.Header, bytes]:
+        """Parse and authenticate a header; return it with the data key."""
+        header = fmt.parse_header(raw)
+        data_key = self.keys.unwrap(header.kek_id, header.wrapped_key)
+        header.check_mac(data_key)
+        return header, data_key
+
+    def _open_header(self, name: str, f: BinaryIO) -> tuple[fmt.Header, bytes]:
+        raw = f.read(fmt.HEADER_LEN)
+        try:
+            return self._authenticate(name, raw)
+        except SpoolDecryptError:
+            # A key rotation may be rewriting this header right now: its journal exists
+            # until the in-place write is durable. Read once more after it settles.
+            if not (self.directory / f"{REWRAP_PREFIX}{name}{SUFFIX}").exists():
+                log.warning("spool file %s: header failed authentication", name)
+                raise
+            time.sleep(0.05)
+            f.seek(0)
+            return self._authenticate(name, f.read(fmt.HEADER_LEN))
+
+    def read(self, name: str) -> Iterator[bytes]:
+        with self._open(name) as f:
+            header, data_key = self._open_header(name, f)
+            opener = fmt.ChunkOpener(data_key, header.file_nonce)
+            del data_key
+            try:
+                yield from fmt.iter_open(f, opener, header.chunk_size)
+            except SpoolDecryptError:
+                log.warning("spool file %s: payload failed authentication", name)
+                raise
+
+    def header(self, name: str) -> fmt.Header:
+        """The parsed, unauthenticated header (for listing key ids and versions)."""
+        with self._open(name) as f:
+            return fmt.parse_header(f.read(fmt.HEADER_LEN))
+
+    def _destroy(self, path: Path) -> None:
+        """Crypto-shred: zero the KEK id, wrapped key and MAC in place, fsync, unlink."""
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            end = min(size, fmt.KEY_BLOCK_END)
+            if end > fmt.KEY_BLOCK_START:
+                os.pwrite(fd, bytes(end - fmt.KEY_BLOCK_START), fmt.KEY_BLOCK_START)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.unlink(path)
+
+    # -- key rotation ----------------------------------------------------------------
+
+    def rewrap(self, name: str) -> bool:
+        """Rewrap one file's data key under the current KEK; False if it already was."""
+        current = self.keys.current()
+        path = self.path(name)
+        journal = self.directory / f"{REWRAP_PREFIX}{name}{SUFFIX}"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SpoolFileMissing(f"spool file {path} does not exist") from None
+        try:
+            raw = os.pread(fd, fmt.HEADER_LEN, 0)
+            header, data_key = self._authenticate(name, raw)
+            if header.kek_id == current.id:
+                return False
+            new = fmt.seal_header(
+                data_key=data_key,
+                file_nonce=header.file_nonce,
+                kek_id=current.id,
+                wrapped_key=current.wrap(data_key),
+                chunk_size=header.chunk_size,
+            ).to_bytes()
+            del data_key
+            write_atomic(journal, new + hashlib.sha256(new).digest())
+            os.pwrite(fd, new[fmt.KEY_BLOCK_START :], fmt.KEY_BLOCK_START)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        journal.unlink()
+        fsync_dir(self.directory)
+        return True
+
+    def recover(self, *, min_age: float = 0.0) -> Recovery:
+        report = super().recover(min_age=min_age)
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith(REWRAP_PREFIX):
+                self._finish_rewrap(Path(entry.path), report)
+            elif entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
+                with open(entry.path, "rb") as f:
+                    raw = f.read(fmt.HEADER_LEN)
+                if len(raw) == fmt.HEADER_LEN and not any(
+                    raw[fmt.KEY_BLOCK_START : fmt.KEY_BLOCK_END]
+                ):
+                    os.unlink(entry.path)  # shredded, then the crash came before unlink
+                    report.shredded_removed += 1
+        fsync_dir(self.directory)
+        return report
+
+    def _finish_rewrap(self, journal: Path, report: Recovery) -> None:
+        data = journal.read_bytes()
+        new, digest = data[: fmt.HEADER_LEN], data[fmt.HEADER_LEN :]
+        target = self.directory / journal.name.removeprefix(REWRAP_PREFIX)
+        if hashlib.sha256(new).digest() == digest and len(new) == fmt.HEADER_LEN:
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(target, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    os.pwrite(fd, new[fmt.KEY_BLOCK_START :], fmt.KEY_BLOCK_START)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            report.rewraps_completed += 1
+        else:
+            report.rewraps_discarded += 1  # torn journal: the in-place write never began
+        journal.unlink()
+
+    def key_usage(self) -> Counter[str]:
+        """How many files (committed or being written) name each KEK id."""
+        usage: Counter[str] = Counter()
+        for entry in os.scandir(self.directory):
+            if not entry.name.endswith(SUFFIX) or entry.name.startswith(REWRAP_PREFIX):
+                continue
+            try:
+                with open(entry.path, "rb") as f:
+                    usage[fmt.parse_header(f.read(fmt.HEADER_LEN)).kek_id.hex()] += 1
+            except (FileNotFoundError, SpoolError):
+                continue  # gone, or a temp file whose header is not written yet
+        return usage
+
+
+@dataclass
+class Rotation:
+    """The outcome of rotate_keys()."""
+
+    new_key: str
+    rewrapped: int = 0
+    unchanged: int = 0  # files already under the new key when the last pass ended
+    failed: dict[str, str] = field(default_factory=dict)
+    retired: list[str] = field(default_factory=list)
+    still_used: dict[str, int] = field(default_factory=dict)
+
+
+def rotate_keys(spool: EncryptedSpool, *, passes: int = 3) -> Rotation:
+    """Make a new current KEK, rewrap every file's header, retire the old KEKs nothing uses.
+
+    Safe while a server runs: files committed during the rotation are caught by a further
+    pass; a key still named by some file (one being written, or one that failed) stays
+    active and is reported, never retired.
+    """
+    keys = spool.keys
+    with keys.exclusive():
+        report = Rotation(new_key=keys.rotate().id)
+        for _ in range(passes):
+            changed = 0
+            names = spool.names()
+            for name in names:
+                if name in report.failed:
+                    continue
+                try:
+                    changed += spool.rewrap(name)
+                except SpoolFileMissing:
+                    continue  # released or cancelled meanwhile
+                except SpoolError as exc:
+                    report.failed[name] = str(exc)
+            report.rewrapped += changed
+            if not changed:
+                report.unchanged = len(names) - len(report.failed)
+                break
+        usage = spool.key_usage()
+        for info in keys.list_keys():
+            if info.state == "active":
+                if usage.get(info.id):
+                    report.still_used[info.id] = usage[info.id]
+                else:
+                    keys.retire(info.id)
+                    report.retired.append(info.id)
+    return report
+
+
+@dataclass(frozen=True)
+class SpoolStore:
+    """Both spool directories of a print provider."""
+
+    encrypted: EncryptedSpool
+    plain: PlainSpool
+
+    def spool(self, encrypted: bool) -> Spool:
+        return self.encrypted if encrypted else self.plain
+
+    def create(self, *, encrypted: bool) -> SpoolWriter:
+        return self.spool(encrypted).create()
+
+    @contextlib.contextmanager
+    def server_lock(self) -> Iterator[None]:
+        with self.encrypted.server_lock(), self.plain.server_lock():
+            yield
+
+    def recover(self) -> tuple[Recovery, Recovery]:
+        return self.encrypted.recover(), self.plain.recover()
