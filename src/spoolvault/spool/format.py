@@ -101,8 +101,10 @@ def seal_header(
 
 def parse_header(raw: bytes) -> Header:
     """Parse the first HEADER_LEN bytes of a file. Does not authenticate (needs the key)."""
-    if len(raw) < 10 or raw[:8] != MAGIC:
+    if raw[:8] != MAGIC:
         raise SpoolError("not a spoolvault encrypted spool file (bad magic)")
+    if len(raw) < 10:
+        raise SpoolDecryptError()  # truncated inside the version field
     (version,) = struct.unpack_from(">H", raw, 8)
     if version != VERSION:
         raise UnsupportedSpoolFormat(version)

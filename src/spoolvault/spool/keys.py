@@ -158,14 +158,15 @@ class KeyFileProvider(KeyProvider):
                 f"key file {self.path} is missing: without it no encrypted job can be "
                 f"written or released (restore it from your key backup)"
             ) from None
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return
+        # Checked on every use, not only when the file changes: a later chmod counts too.
         if st.st_mode & 0o077:
             raise KeyStoreError(
                 f"key file {self.path} is accessible to other users "
                 f"(mode {stat.filemode(st.st_mode)}); run: chmod 600 {self.path}"
             )
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             keks: dict[bytes, Kek] = {}
@@ -175,7 +176,7 @@ class KeyFileProvider(KeyProvider):
                 kid = bytes.fromhex(entry["id"])
                 keks[kid] = Kek(kid, base64.b64decode(entry["material"], validate=True))
             current = bytes.fromhex(doc["current"])
-        except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             # Never echo the file content: it holds keys.
             raise KeyStoreError(
                 f"key file {self.path} is unreadable or malformed ({type(exc).__name__})"

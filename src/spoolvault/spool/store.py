@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -46,6 +45,8 @@ REWRAP_PREFIX = ".rewrap-"
 LOCK_NAME = ".lock"
 _NAME_RE = re.compile(r"[0-9a-f]{32}")
 _READ_BUFFER = 1 << 20
+PENDING = "pending"  # key_usage(): a temp file whose header is not written yet
+PENDING_MAX_AGE = 60.0
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ def _space_error(directory: Path, exc: OSError) -> SpoolWriteError:
 class SpoolWriter(ABC):
     """Streams one document into a new spool file; nothing is visible until commit()."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, name: str) -> None:
         self.spool = spool
-        self.name = uuid.uuid4().hex
+        self.name = name
         self.tmp_path = spool.directory / f"{TMP_PREFIX}{self.name}{SUFFIX}"
         self.size = 0
         self._fd: int | None = None
@@ -95,6 +96,10 @@ class SpoolWriter(ABC):
     ) -> None:
         if not self._finished:
             self.abort()
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError("spool writer already finished")
 
     def _emit(self, data: bytes | bytearray | memoryview) -> None:
         assert self._fd is not None
@@ -142,7 +147,11 @@ class SpoolWriter(ABC):
 
 
 class _PlainWriter(SpoolWriter):
+    def __init__(self, spool: PlainSpool) -> None:
+        super().__init__(spool, os.urandom(16).hex())
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._check_open()
         self._emit(data)
         self.size += len(data)
 
@@ -152,9 +161,12 @@ class _PlainWriter(SpoolWriter):
 
 class _EncryptedWriter(SpoolWriter):
     def __init__(self, spool: EncryptedSpool) -> None:
-        super().__init__(spool)
+        # The file's name is its nonce: the MAC then binds the header to the name, so whole
+        # files swapped between jobs are detected (docs/spool-format.md).
+        file_nonce = os.urandom(fmt.FILE_NONCE_LEN)
+        super().__init__(spool, file_nonce.hex())
         try:
-            data_key, file_nonce = os.urandom(fmt.DATA_KEY_LEN), os.urandom(fmt.FILE_NONCE_LEN)
+            data_key = os.urandom(fmt.DATA_KEY_LEN)
             self._kek_id, wrapped = spool.keys.wrap(data_key)
             header = fmt.seal_header(
                 data_key=data_key,
@@ -174,6 +186,7 @@ class _EncryptedWriter(SpoolWriter):
         self._emit(header.to_bytes())
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._check_open()
         self._buf += data
         self.size += len(data)
         chunk, buf = self._chunk, self._buf
@@ -373,6 +386,10 @@ class EncryptedSpool(Spool):
     encrypted = True
 
     def __init__(self, directory: Path, keys: KeyProvider, chunk_size: int = fmt.CHUNK_SIZE):
+        if not fmt.MIN_CHUNK_SIZE <= chunk_size <= fmt.MAX_CHUNK_SIZE:
+            raise ValueError(
+                f"chunk size must be {fmt.MIN_CHUNK_SIZE} to {fmt.MAX_CHUNK_SIZE} bytes"
+            )
         super().__init__(directory)
         self.keys = keys
         self.chunk_size = chunk_size
@@ -385,6 +402,13 @@ class EncryptedSpool(Spool):
         header = fmt.parse_header(raw)
         data_key = self.keys.unwrap(header.kek_id, header.wrapped_key)
         header.check_mac(data_key)
+        if header.file_nonce.hex() != name:
+            log.warning(
+                "spool file %s holds the header of file %s (swapped or renamed)",
+                name,
+                header.file_nonce.hex(),
+            )
+            raise SpoolDecryptError()
         return header, data_key
 
     def _open_header(self, name: str, f: BinaryIO) -> tuple[fmt.Header, bytes]:
@@ -398,8 +422,8 @@ class EncryptedSpool(Spool):
                 log.warning("spool file %s: header failed authentication", name)
                 raise
             time.sleep(0.05)
-            f.seek(0)
-            return self._authenticate(name, f.read(fmt.HEADER_LEN))
+            # pread, not seek+read: the buffered file would hand back the stale bytes.
+            return self._authenticate(name, os.pread(f.fileno(), fmt.HEADER_LEN, 0))
 
     def read(self, name: str) -> Iterator[bytes]:
         with self._open(name) as f:
@@ -497,16 +521,28 @@ class EncryptedSpool(Spool):
         journal.unlink()
 
     def key_usage(self) -> Counter[str]:
-        """How many files (committed or being written) name each KEK id."""
+        """How many files (committed or being written) name each KEK id.
+
+        A fresh temp file without a full header yet counts as PENDING: its writer may
+        have wrapped its data key under a KEK that is about to be retired.
+        """
         usage: Counter[str] = Counter()
+        now = time.time()
         for entry in os.scandir(self.directory):
             if not entry.name.endswith(SUFFIX) or entry.name.startswith(REWRAP_PREFIX):
                 continue
             try:
                 with open(entry.path, "rb") as f:
-                    usage[fmt.parse_header(f.read(fmt.HEADER_LEN)).kek_id.hex()] += 1
-            except (FileNotFoundError, SpoolError):
-                continue  # gone, or a temp file whose header is not written yet
+                    raw = f.read(fmt.HEADER_LEN)
+                    age = now - os.fstat(f.fileno()).st_mtime
+            except FileNotFoundError:
+                continue
+            if len(raw) < fmt.HEADER_LEN and entry.name.startswith(TMP_PREFIX):
+                if age < PENDING_MAX_AGE:  # older: a crashed writer, removed by recovery
+                    usage[PENDING] += 1
+                continue
+            with contextlib.suppress(SpoolError):
+                usage[fmt.parse_header(raw).kek_id.hex()] += 1
         return usage
 
 
@@ -549,9 +585,14 @@ def rotate_keys(spool: EncryptedSpool, *, passes: int = 3) -> Rotation:
                 report.unchanged = len(names) - len(report.failed)
                 break
         usage = spool.key_usage()
+        deadline = time.monotonic() + 1.0
+        while usage[PENDING] and time.monotonic() < deadline:
+            time.sleep(0.01)  # a writer is between wrapping its key and writing the header
+            usage = spool.key_usage()
+        pending = usage.pop(PENDING, 0)
         for info in keys.list_keys():
             if info.state == "active":
-                if usage.get(info.id):
+                if usage.get(info.id) or pending:
                     report.still_used[info.id] = usage[info.id]
                 else:
                     keys.retire(info.id)

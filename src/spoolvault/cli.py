@@ -1,0 +1,351 @@
+"""The ``spoolvault`` command (CONTRACT.md: run, key, spool, …).
+
+Every verb that works on a server's files takes ``--data-dir`` with the same default as
+``run`` and works whether the server is running or not. Operator errors are printed as
+one line on stderr with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from spoolvault import __version__
+from spoolvault.errors import OperatorError, SpoolError, SpoolvaultError
+from spoolvault.netaddr import HostPort, parse_hostport
+
+log = logging.getLogger("spoolvault")
+# Not a terminal (a pipe, a log, a test): wide enough that ids and paths are never cut.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+DEFAULT_DATA_DIR = Path("./spoolvault-data")
+ORPHAN_MIN_AGE = 300.0
+
+DataDirOpt = Annotated[
+    Path,
+    typer.Option("--data-dir", help="The server's data directory.", show_default=True),
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="Database URL: postgresql://… for PostgreSQL; default SQLite in the data dir.",
+    ),
+]
+
+app = typer.Typer(
+    help="spoolvault: secure print release with spool files encrypted at rest.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+key_app = typer.Typer(help="Key-encryption keys: list, rotate, retire.", no_args_is_help=True)
+spool_app = typer.Typer(help="Spool files: verify, find orphans.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+app.add_typer(spool_app, name="spool")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        # Migration chatter on every command hides what matters.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+def _bind(addr: HostPort) -> socket.socket:
+    """Bind before starting, so a busy port is a clear startup error."""
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((addr.host, addr.port))
+    except OSError as exc:
+        sock.close()
+        raise OperatorError(f"cannot listen on {addr} (--http): {exc.strerror}") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+@app.command()
+def run(
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    http: Annotated[
+        str, typer.Option("--http", help="HOST:PORT for IPP, web pages and the REST API.")
+    ] = "127.0.0.1:8631",
+    raw: Annotated[
+        str, typer.Option("--raw", help="HOST:PORT for raw 9100 intake, or off.")
+    ] = "127.0.0.1:9100",
+    lpd: Annotated[str, typer.Option("--lpd", help="HOST:PORT for LPD intake, or off.")] = "off",
+    database: DatabaseOpt = None,
+    role: Annotated[str, typer.Option("--role", help="all (default), app or provider.")] = "all",
+    app_server: Annotated[
+        str | None, typer.Option("--app-server", help="Application server URL (role provider).")
+    ] = None,
+) -> None:
+    """Start the server (application server and print provider in one process)."""
+    try:
+        http_addr = parse_hostport(http, "--http")
+        parse_hostport(raw, "--raw", allow_off=True)
+        parse_hostport(lpd, "--lpd", allow_off=True)
+        if role not in ("all", "app", "provider"):
+            raise OperatorError(f"--role {role!r}: expected all, app or provider")
+        if role != "all" or app_server:
+            raise OperatorError(
+                "separate application server and print provider roles are not available "
+                "in this version; run with --role all (the default)"
+            )
+        assert http_addr is not None
+        _serve(data_dir, database, http_addr)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising SIGTERM/SIGINT after the graceful shutdown.
+
+        uvicorn re-raises the caught signal once it has stopped serving, which kills the
+        process before our own clean-up (database, spool lock) runs and exits with -15.
+        We stop the same graceful way and then return, so `run` exits 0.
+        """
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C skips waiting for connections
+            self.should_exit = True
+
+    return Server
+
+
+def _serve(data_dir: Path, database: str | None, http_addr: HostPort) -> None:
+    import uvicorn
+
+    from spoolvault.runtime import Runtime
+    from spoolvault.web.app import create_app
+
+    with Runtime.open(data_dir, database, create=True) as rt, rt.store.server_lock():
+        for spool, report in zip(
+            (rt.store.encrypted, rt.store.plain), rt.store.recover(), strict=True
+        ):
+            if any(vars(report).values()):
+                log.info("recovered %s: %s", spool.directory, report)
+        sock = _bind(http_addr)
+        generated = rt.db.ensure_admin(os.environ.get("SPOOLVAULT_ADMIN_PASSWORD"))
+        if generated:
+            # Printed once, on the first start only; only its argon2id hash is stored.
+            out.print(f"admin password (shown once): {generated}", highlight=False)
+        server = _server_class()(
+            uvicorn.Config(
+                create_app(rt),
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=10,
+            )
+        )
+        # From here a SIGTERM/SIGINT means a graceful stop, even before uvicorn is running.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, server.handle_exit)
+        host, port = sock.getsockname()[:2]
+        out.print(
+            f"spoolvault {__version__} listening on {HostPort(host, port).url()}",
+            highlight=False,
+        )
+        sys.stdout.flush()
+        server.run(sockets=[sock])
+        log.info("spoolvault stopped")
+
+
+# -- key ------------------------------------------------------------------------------
+
+
+@key_app.command("list")
+def key_list(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """List key-encryption keys (ids and states, never material) and how many files use each."""
+    from spoolvault.runtime import Runtime
+
+    try:
+        _, keys, store = Runtime.open_files(data_dir, create=False)
+        usage = store.encrypted.key_usage()
+        table = Table("key id", "state", "created", "retired", "files")
+        for info in keys.list_keys():
+            table.add_row(
+                info.id, info.state, info.created, info.retired or "", str(usage.get(info.id, 0))
+            )
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    out.print(table)
+
+
+@key_app.command("rotate")
+def key_rotate(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """Make a new current key and rewrap every spool file's header (payloads untouched)."""
+    from spoolvault.runtime import Runtime
+    from spoolvault.spool.store import rotate_keys
+
+    try:
+        _, _, store = Runtime.open_files(data_dir, create=False)
+        report = rotate_keys(store.encrypted)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    out.print(f"new current key: {report.new_key}", highlight=False)
+    out.print(
+        f"rewrapped {report.rewrapped} spool files; {report.unchanged} already used it",
+        highlight=False,
+    )
+    for kid in report.retired:
+        out.print(f"retired key {kid} (no file uses it; its material is erased)", highlight=False)
+    for kid, count in report.still_used.items():
+        out.print(
+            f"key {kid} is still used by {count} files and stays active; "
+            f"run 'spoolvault key rotate' again later to retire it",
+            highlight=False,
+        )
+    for name, reason in report.failed.items():
+        err.print(f"could not rewrap {name}: {reason}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@key_app.command("retire")
+def key_retire(
+    key_id: Annotated[str, typer.Argument(help="The key id (16 hex digits).")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retire even if files use it (they become unreadable).")
+    ] = False,
+) -> None:
+    """Erase a non-current key. Refused while any spool file still uses it, unless --force."""
+    from spoolvault.runtime import Runtime
+
+    try:
+        _, keys, store = Runtime.open_files(data_dir, create=False)
+        with keys.exclusive():
+            used = store.encrypted.key_usage().get(key_id, 0)
+            if used and not force:
+                raise OperatorError(
+                    f"key {key_id} is still used by {used} spool files; run "
+                    f"'spoolvault key rotate' to rewrap them first"
+                )
+            keys.retire(key_id)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    out.print(f"retired key {key_id}", highlight=False)
+
+
+# -- spool ----------------------------------------------------------------------------
+
+
+@spool_app.command("verify")
+def spool_verify(
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures.")] = False,
+) -> None:
+    """Authenticate every encrypted spool file end to end (nothing is decrypted to disk)."""
+    from spoolvault.runtime import Runtime
+
+    try:
+        _, _, store = Runtime.open_files(data_dir, create=False)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    table = Table("spool file", "kind", "bytes", "result")
+    ok = bad = 0
+    for spool in (store.encrypted, store.plain):
+        kind = "encrypted" if spool.encrypted else "plain"
+        for name in spool.names():
+            try:
+                size = spool.verify(name)
+            except SpoolError as exc:
+                bad += 1
+                table.add_row(name, kind, "", f"[red]FAILED[/]: {exc}")
+                continue
+            ok += 1
+            if not quiet:
+                table.add_row(name, kind, str(size), "ok")
+    if table.row_count:
+        out.print(table)
+    out.print(f"{ok} spool files verified, {bad} failed", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+@spool_app.command("orphans")
+def spool_orphans(
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Remove them (encrypted ones are crypto-shredded).")
+    ] = False,
+    min_age: Annotated[
+        float,
+        typer.Option(
+            "--min-age",
+            help="Ignore files younger than this many seconds: a running server commits a "
+            "file just before its job record.",
+        ),
+    ] = ORPHAN_MIN_AGE,
+) -> None:
+    """List spool files that no job record names (and abandoned temp files)."""
+    from spoolvault.runtime import Runtime
+
+    try:
+        with Runtime.open(data_dir, database) as rt:
+            found = []
+            for spool in (rt.store.encrypted, rt.store.plain):
+                known = rt.db.spool_names(encrypted=spool.encrypted)
+                found += [(spool, o) for o in spool.orphans(known, min_age=min_age)]
+            table = Table("file", "kind", "bytes", "age (s)")
+            for _, orphan in found:
+                table.add_row(
+                    str(orphan.path), orphan.kind, str(orphan.size), f"{orphan.age_seconds:.0f}"
+                )
+            if found:
+                out.print(table)
+            if delete:
+                for spool, orphan in found:
+                    spool.remove_orphan(orphan)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    verb = "removed" if delete else "found"
+    out.print(f"{len(found)} orphan files {verb}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,44 @@
+"""The database layer: models, migrations, and the ``Database`` the servers use.
+
+See docs/database.md for the backends, URLs, durability choices and tables.
+"""
+
+from __future__ import annotations
+
+from spoolvault.db.database import (
+    ADMIN_USERNAME,
+    PRIMARY_SERVER,
+    Database,
+    UnknownServer,
+    alembic_config,
+)
+from spoolvault.db.models import (
+    FILE_STATES,
+    Base,
+    Job,
+    JobState,
+    Server,
+    ServerKind,
+    ServerSetting,
+    User,
+)
+from spoolvault.db.url import database_url, mask_url, normalize_url
+
+__all__ = [
+    "ADMIN_USERNAME",
+    "FILE_STATES",
+    "PRIMARY_SERVER",
+    "Base",
+    "Database",
+    "Job",
+    "JobState",
+    "Server",
+    "ServerKind",
+    "ServerSetting",
+    "UnknownServer",
+    "User",
+    "alembic_config",
+    "database_url",
+    "mask_url",
+    "normalize_url",
+]

@@ -1,0 +1,1 @@
+"""Alembic migrations of the spoolvault schema; run by ``spoolvault.db.Database.open``."""

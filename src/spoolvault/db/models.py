@@ -1,0 +1,234 @@
+"""The SQLAlchemy models: the one schema both backends (SQLite, PostgreSQL) share.
+
+The tables are created and changed only by the Alembic migrations in ``migrations/``;
+a test checks that the migrations produce exactly this metadata. Change a model, then add
+a migration (docs/database.md says how).
+
+Nothing here holds document content: job titles and owners are metadata. Spool files hold
+the documents, encrypted or not (docs/spool-format.md).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+
+_SPOOL_NAME_RE = re.compile(r"[0-9a-f]{32}")
+_HEX_RE = re.compile(r"[0-9a-f]+")
+
+# Named constraints and indexes: SQLite cannot ALTER a constraint, so Alembic's batch mode
+# recreates the table, and it can only drop or rename a constraint it can name.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC, read back aware in UTC, on both backends.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so the UTC wall time is
+    stored and UTC is attached on the way out. A naive datetime is refused rather than
+    guessed at: a local time stored as UTC would expire held jobs hours early or late.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: give a timezone-aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. Stored as the value (``"held"``, ...)."""
+
+    HELD = "held"  # waiting for its owner at a release station
+    RELEASING = "releasing"  # being sent to a printer right now (at-most-once guard)
+    PRINTED = "printed"  # the printer accepted it; the spool file is shredded
+    CANCELLED = "cancelled"  # by its owner or an administrator; file shredded
+    EXPIRED = "expired"  # not released within hold_timeout_minutes; file shredded
+    FAILED = "failed"  # delivery or decryption failed; kept, with state_reason, for retry
+
+    @property
+    def holds_file(self) -> bool:
+        """True while the job's spool file must exist (it has not been shredded)."""
+        return self in FILE_STATES
+
+
+FILE_STATES: frozenset[JobState] = frozenset({JobState.HELD, JobState.RELEASING, JobState.FAILED})
+
+
+class ServerKind(StrEnum):
+    """The role of a server in a multi-server installation."""
+
+    PRIMARY = "primary"
+    SITE = "site"
+
+
+def _str_enum(cls: type[StrEnum], name: str) -> Enum:
+    # VARCHAR + CHECK, not a PostgreSQL ENUM type: adding a state later is then an ordinary
+    # (batch) migration on both backends, and the values stored are the enum's values.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        length=16,
+        create_constraint=True,
+        validate_strings=True,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Base(DeclarativeBase):
+    """Declarative base; its ``metadata`` is what the migrations must produce."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Job(Base):
+    """A print job. Its ``id`` is the IPP job-id and the REST API's job id."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # One user's held jobs at a release station; expiry of old held jobs in one query.
+        Index("ix_jobs_owner_state", "owner", "state"),
+        Index("ix_jobs_state_created_at", "state", "created_at"),
+        # AUTOINCREMENT: SQLite would otherwise reuse the id of the newest job once it is
+        # deleted, and an old IPP job-id or audit entry would then name a different job.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String)
+    title: Mapped[str] = mapped_column(String, default="")
+    queue: Mapped[str] = mapped_column(String)
+    state: Mapped[JobState] = mapped_column(_str_enum(JobState, "job_state"), default=JobState.HELD)
+    state_reason: Mapped[str | None] = mapped_column(String)
+    size: Mapped[int] = mapped_column(BigInteger)  # plaintext bytes
+    pages: Mapped[int | None] = mapped_column(Integer)
+    encrypted: Mapped[bool]
+    key_id: Mapped[str | None] = mapped_column(String)  # hex id of the KEK that wraps its key
+    format_version: Mapped[int | None] = mapped_column(Integer)
+    spool_name: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    server: Mapped[str] = mapped_column(String, default="primary")
+
+    @validates("state")
+    def _check_state(self, key: str, value: Any) -> JobState:
+        try:
+            return JobState(value)
+        except ValueError:
+            known = ", ".join(s.value for s in JobState)
+            raise ValueError(f"invalid job state {value!r} (one of: {known})") from None
+
+    @validates("spool_name")
+    def _check_spool_name(self, key: str, value: str) -> str:
+        if not isinstance(value, str) or not _SPOOL_NAME_RE.fullmatch(value):
+            raise ValueError(f"invalid spool file name {value!r} (32 lowercase hex digits)")
+        return value
+
+    @validates("created_at", "updated_at")
+    def _check_aware(self, key: str, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{key} must be a timezone-aware datetime, got {value!r}")
+        return value
+
+    @validates("key_id")
+    def _check_key_id(self, key: str, value: str | None) -> str | None:
+        if value is not None and not _HEX_RE.fullmatch(value):
+            raise ValueError(f"invalid key id {value!r} (lowercase hex)")
+        return value
+
+    @validates("size")
+    def _check_size(self, key: str, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"job size must not be negative, got {value}")
+        return value
+
+    def __repr__(self) -> str:
+        return (
+            f"Job(id={self.id}, owner={self.owner!r}, state={self.state}, "
+            f"encrypted={self.encrypted}, spool_name={self.spool_name})"
+        )
+
+
+class Server(Base):
+    """The primary server and each site server; settings are kept per server."""
+
+    __tablename__ = "servers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[ServerKind] = mapped_column(_str_enum(ServerKind, "server_kind"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Server(name={self.name!r}, kind={self.kind})"
+
+
+class ServerSetting(Base):
+    """One stored setting of one server; unset settings take the default in settings.py."""
+
+    __tablename__ = "server_settings"
+
+    server: Mapped[str] = mapped_column(
+        String(64), ForeignKey("servers.name", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # JSON
+
+    def __repr__(self) -> str:
+        return f"ServerSetting(server={self.server!r}, key={self.key!r}, value={self.value})"
+
+
+class User(Base):
+    """A person who prints and releases; ``admin`` is created on first start."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String, unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String)  # argon2id, PHC string
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        # Never the hash: it is an offline-guessing target.
+        return f"User(id={self.id}, username={self.username!r}, is_admin={self.is_admin})"

@@ -1,0 +1,191 @@
+"""Per-server settings, declared once.
+
+``SETTINGS`` is the one table (like datasette's): it drives validation here, the admin
+interface and REST API (``PATCH /api/v1/servers/{name}/settings``), ``spoolvault settings``
+and the documentation, and a test checks every setting has help text. Each primary and
+site server has its own values; the database stores only values that were set, so a
+setting added in a later release takes its default on every existing server.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spoolvault.errors import ClientError
+
+log = logging.getLogger(__name__)
+
+SettingType = builtins.type[bool] | builtins.type[int] | builtins.type[str]
+
+
+class InvalidSetting(ClientError):
+    """An unknown setting name or a value of the wrong type or range (HTTP 400/422)."""
+
+
+class SettingsConflict(ClientError):
+    """The change would enable settings that exclude each other (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One server setting: its name, value type, default and help text (shown to admins)."""
+
+    name: str
+    type: SettingType
+    default: bool | int | str
+    help: str
+    min: int | None = None
+    max: int | None = None
+    label: str = ""
+
+    def check(self, value: object) -> bool | int | str:
+        """Return ``value`` if it is a valid value of this setting, else raise InvalidSetting."""
+        # type() rather than isinstance(): True is an int to Python, but a switch set to 1
+        # or a timeout set to true is a client mistake we report, not guess at.
+        if self.type is bool:
+            if type(value) is not bool:
+                raise InvalidSetting(f"{self.name} must be true or false, not {_show(value)}")
+            return value
+        if self.type is int:
+            if type(value) is not int:
+                raise InvalidSetting(f"{self.name} must be an integer, not {_show(value)}")
+            if self.min is not None and value < self.min:
+                raise InvalidSetting(f"{self.name} must be at least {self.min}, not {value}")
+            if self.max is not None and value > self.max:
+                raise InvalidSetting(f"{self.name} must be at most {self.max}, not {value}")
+            return value
+        if type(value) is not str:
+            raise InvalidSetting(f"{self.name} must be a string, not {_show(value)}")
+        return value
+
+    def parse(self, text: str) -> bool | int | str:
+        """Parse a command-line value (``true``/``off``/``240``) and check it."""
+        word = text.strip().lower()
+        value: object = text
+        if self.type is bool:
+            if word in _TRUE:
+                value = True
+            elif word in _FALSE:
+                value = False
+            else:
+                raise InvalidSetting(f"{self.name} must be true or false, not {text!r}")
+        elif self.type is int:
+            try:
+                value = int(word, 10)
+            except ValueError:
+                raise InvalidSetting(f"{self.name} must be an integer, not {text!r}") from None
+        return self.check(value)
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+SPOOL_FILE_ENCRYPTION = "spool_file_encryption"
+PRINT_ARCHIVING = "print_archiving"
+HOLD_TIMEOUT_MINUTES = "hold_timeout_minutes"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        SPOOL_FILE_ENCRYPTION,
+        bool,
+        True,
+        "Encrypt held jobs' spool files at rest (in EncryptedSpoolDir), so nobody with "
+        "access to the disks, backups or a stolen drive can read waiting documents. "
+        "Cannot be on together with Print Archiving.",
+        label="Enable Spool File Encryption",
+    ),
+    Setting(
+        PRINT_ARCHIVING,
+        bool,
+        False,
+        "Keep a readable copy of every printed document for approved administrators to "
+        "browse. Needs unencrypted spool files, so it cannot be on together with Spool "
+        "File Encryption.",
+        label="Enable Print Archiving",
+    ),
+    Setting(
+        HOLD_TIMEOUT_MINUTES,
+        int,
+        240,
+        "Minutes a held job waits for release before it expires and its spool file is "
+        "destroyed (1 to 525600, one year).",
+        min=1,
+        max=525_600,
+        label="Hold timeout (minutes)",
+    ),
+)
+
+BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+_CONFLICT_REASON = (
+    "Print Archiving keeps a readable copy of every printed document for approved "
+    "administrators, so it needs unencrypted spool files"
+)
+
+
+def _show(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def get(name: str) -> Setting:
+    """The setting called ``name``, or InvalidSetting naming the known ones."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        known = ", ".join(BY_NAME)
+        raise InvalidSetting(f"unknown setting {name!r} (known settings: {known})") from None
+
+
+def defaults() -> dict[str, Any]:
+    """Every setting at its default value."""
+    return {s.name: s.default for s in SETTINGS}
+
+
+def from_stored(stored: Mapping[str, object]) -> dict[str, Any]:
+    """Defaults overlaid with stored values; unknown or invalid stored values are skipped.
+
+    A stored name this build does not know is a setting of a newer release (after a
+    downgrade); it is kept in the database untouched and ignored here.
+    """
+    out = defaults()
+    for name, value in stored.items():
+        setting = BY_NAME.get(name)
+        if setting is None:
+            log.debug("ignoring stored setting %r, unknown to this version", name)
+            continue
+        try:
+            out[name] = setting.check(value)
+        except InvalidSetting as exc:
+            log.warning("stored setting ignored, default used: %s", exc)
+    return out
+
+
+def validate(changes: Mapping[str, object], current: Mapping[str, object]) -> dict[str, Any]:
+    """Check ``changes`` against the table and return the full new settings.
+
+    ``current`` is the server's present settings (missing names take their defaults).
+    Raises InvalidSetting for an unknown name or a bad value, and SettingsConflict when
+    the result would have both Spool File Encryption and Print Archiving on.
+    """
+    new = from_stored(current)
+    for name, value in changes.items():
+        new[name] = get(name).check(value)
+    if new[SPOOL_FILE_ENCRYPTION] and new[PRINT_ARCHIVING]:
+        turning_on = {n for n in (SPOOL_FILE_ENCRYPTION, PRINT_ARCHIVING) if changes.get(n)}
+        if turning_on == {PRINT_ARCHIVING}:
+            advice = "turn off Spool File Encryption first"
+        elif turning_on == {SPOOL_FILE_ENCRYPTION}:
+            advice = "turn off Print Archiving first"
+        elif turning_on:
+            advice = "enable only one of them"
+        else:
+            advice = "turn off Spool File Encryption first (or Print Archiving)"
+        raise SettingsConflict(
+            f"Spool File Encryption and Print Archiving cannot both be enabled: "
+            f"{_CONFLICT_REASON}; {advice}."
+        )
+    return new

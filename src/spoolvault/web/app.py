@@ -1,0 +1,59 @@
+"""The one ASGI application behind ``--http``: health now; IPP, web pages and REST later."""
+
+from __future__ import annotations
+
+import html
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from spoolvault import __version__
+from spoolvault.errors import SpoolvaultError
+from spoolvault.runtime import Runtime
+
+
+def _health(rt: Runtime) -> dict[str, object]:
+    """A cheap status summary: proves the database answers and the keys are readable."""
+    settings = rt.db.get_settings("primary")
+    return {
+        "status": "ok",
+        "version": __version__,
+        "schema_revision": rt.db.schema_revision(),
+        "spool_file_encryption": settings["spool_file_encryption"],
+        "current_key_id": rt.keys.current().id.hex(),
+    }
+
+
+def create_app(rt: Runtime) -> Starlette:
+    """Build the ASGI app over an opened runtime."""
+
+    async def health(request: Request) -> Response:
+        try:
+            body = await run_in_threadpool(_health, rt)
+        except SpoolvaultError as exc:
+            return JSONResponse({"status": "error", "detail": str(exc)}, status_code=503)
+        return JSONResponse(body)
+
+    async def home(request: Request) -> Response:
+        body = await run_in_threadpool(_health, rt)
+        rows = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in body.items()
+        )
+        return HTMLResponse(
+            "<!doctype html><html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width'>"
+            "<title>spoolvault</title></head><body><h1>spoolvault</h1>"
+            f"<table>{rows}</table></body></html>"
+        )
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/healthz", health),
+            Route("/api/v1/health", health),
+        ]
+    )

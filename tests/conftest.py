@@ -1,0 +1,105 @@
+"""Shared fixtures: a real `spoolvault run` process on an ephemeral port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SPOOLVAULT = [sys.executable, "-m", "spoolvault"]
+_LISTEN_RE = re.compile(r"listening on (http://\S+)")
+
+
+def spoolvault(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run one `spoolvault …` command to completion and capture its output."""
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [*SPOOLVAULT, *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+@dataclass
+class Server:
+    """A running `spoolvault run` process."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    first_lines: list[str]
+    drain: threading.Thread
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Signal the server, wait for it, and close its pipe; return its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.drain.join(timeout=5)
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+
+
+def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+
+
+def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """Start `spoolvault run` and wait for its "listening on" line."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [
+            *SPOOLVAULT,
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--http",
+            "127.0.0.1:0",
+            "--raw",
+            "off",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := _LISTEN_RE.search(line):
+            # Keep draining output so a chatty server never blocks on a full pipe.
+            drain = threading.Thread(target=_drain, args=(proc, lines), daemon=True)
+            drain.start()
+            return Server(proc, m.group(1), data_dir, lines, drain)
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    raise AssertionError("spoolvault run did not start:\n" + "".join(lines))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = start_server(tmp_path / "data", env={"SPOOLVAULT_ADMIN_PASSWORD": "test-admin-pw"})
+    try:
+        yield srv
+    finally:
+        srv.stop(signal.SIGKILL)
