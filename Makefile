@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LINT_DIRS := src tests $(wildcard bench)
 
 .PHONY: run test lint typecheck pytest system-deps services bench clean
 
@@ -26,8 +27,8 @@ services: system-deps
 	scripts/start-test-services.sh > .test-services.env
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
