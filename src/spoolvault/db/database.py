@@ -256,7 +256,7 @@ class Database:
         *,
         owner: str,
         queue: str,
-        spool_name: str,
+        spool_name: str | None,
         size: int,
         encrypted: bool,
         title: str = "",
@@ -267,6 +267,7 @@ class Database:
         format_version: int | None = None,
         server: str = PRIMARY_SERVER,
         created_at: datetime | None = None,
+        **details: Any,
     ) -> Job:
         """Record a job and commit; return it with its new id (a positive integer)."""
         now = created_at if created_at is not None else self.clock()
@@ -285,6 +286,7 @@ class Database:
             server=server,
             created_at=now,
             updated_at=now,
+            **details,
         )
         with self.session() as s:
             s.add(job)

@@ -79,12 +79,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 class JobState(StrEnum):
     """Where a job is in its life. Stored as the value (``"held"``, ...)."""
 
+    INCOMING = "incoming"  # created (IPP Create-Job), its document not yet received
     HELD = "held"  # waiting for its owner at a release station
     RELEASING = "releasing"  # being sent to a printer right now (at-most-once guard)
     PRINTED = "printed"  # the printer accepted it; the spool file is shredded
     CANCELLED = "cancelled"  # by its owner or an administrator; file shredded
     EXPIRED = "expired"  # not released within hold_timeout_minutes; file shredded
     FAILED = "failed"  # delivery or decryption failed; kept, with state_reason, for retry
+    ABORTED = "aborted"  # intake never completed (no document in time, client gone)
 
     @property
     def holds_file(self) -> bool:
@@ -146,7 +148,17 @@ class Job(Base):
     encrypted: Mapped[bool]
     key_id: Mapped[str | None] = mapped_column(String)  # hex id of the KEK that wraps its key
     format_version: Mapped[int | None] = mapped_column(Integer)
-    spool_name: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    # NULL only while the job is INCOMING (no document yet) or ABORTED.
+    spool_name: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
+    document_format: Mapped[str] = mapped_column(String, default="application/octet-stream")
+    # argon2id of SHA-256 of the job's PIN (PWG 5100.11 job-password), when it has one.
+    pin_hash: Mapped[str | None] = mapped_column(String)
+    # The client's own job-hold-until (RFC 8011 §5.2.2); release still needs the owner.
+    client_hold: Mapped[str | None] = mapped_column(String)
+    # Job template attributes to pass on to the printer at release (JSON object).
+    attributes: Mapped[str] = mapped_column(Text, default="[]")
+    originating_host: Mapped[str | None] = mapped_column(String)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     server: Mapped[str] = mapped_column(String, default="primary")
@@ -160,13 +172,18 @@ class Job(Base):
             raise ValueError(f"invalid job state {value!r} (one of: {known})") from None
 
     @validates("spool_name")
-    def _check_spool_name(self, key: str, value: str) -> str:
+    def _check_spool_name(self, key: str, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not isinstance(value, str) or not _SPOOL_NAME_RE.fullmatch(value):
             raise ValueError(f"invalid spool file name {value!r} (32 lowercase hex digits)")
         return value
 
-    @validates("created_at", "updated_at")
-    def _check_aware(self, key: str, value: datetime) -> datetime:
+    @validates("created_at", "updated_at", "completed_at")
+    def _check_aware(self, key: str, value: datetime | None) -> datetime | None:
+        if value is None and key == "completed_at":
+            return None
+        assert value is not None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"{key} must be a timezone-aware datetime, got {value!r}")
         return value

@@ -133,6 +133,16 @@ class ChunkSealer:
     def __repr__(self) -> str:
         return f"ChunkSealer(counter={self._counter})"
 
+    def seal_into(
+        self, chunk: bytes | bytearray | memoryview, out: memoryview, *, last: bool
+    ) -> None:
+        """Seal ``chunk`` into ``out``, which must be exactly ``len(chunk) + TAG_LEN`` long."""
+        if self._done:
+            raise RuntimeError("a STREAM is finished after its last chunk")
+        self._aead.encrypt_into(_nonce(self._counter, last), chunk, None, out)
+        self._counter += 1
+        self._done = last
+
     def seal(self, chunk: bytes | memoryview, *, last: bool) -> bytes:
         if self._done:
             raise RuntimeError("a STREAM is finished after its last chunk")

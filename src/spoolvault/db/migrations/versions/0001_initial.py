@@ -19,7 +19,16 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Frozen copies of the enums as of this revision: a later state needs a new migration.
-JOB_STATES = ("held", "releasing", "printed", "cancelled", "expired", "failed")
+JOB_STATES = (
+    "incoming",
+    "held",
+    "releasing",
+    "printed",
+    "cancelled",
+    "expired",
+    "failed",
+    "aborted",
+)
 SERVER_KINDS = ("primary", "site")
 
 
@@ -43,7 +52,13 @@ def upgrade() -> None:
         sa.Column("encrypted", sa.Boolean(), nullable=False),
         sa.Column("key_id", sa.String(), nullable=True),
         sa.Column("format_version", sa.Integer(), nullable=True),
-        sa.Column("spool_name", sa.String(length=32), nullable=False),
+        sa.Column("spool_name", sa.String(length=32), nullable=True),
+        sa.Column("document_format", sa.String(), nullable=False),
+        sa.Column("pin_hash", sa.String(), nullable=True),
+        sa.Column("client_hold", sa.String(), nullable=True),
+        sa.Column("attributes", sa.Text(), nullable=False),
+        sa.Column("originating_host", sa.String(), nullable=True),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("server", sa.String(), nullable=False),

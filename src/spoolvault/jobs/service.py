@@ -1,0 +1,319 @@
+"""Jobs: intake (spool the document, then record the job), hold, cancel.
+
+One service used by every front end (IPP, raw 9100, LPD, and later the release stations
+and the REST API). The order of intake is what makes "durable before acknowledged" hold:
+
+1. the document streams into a spool writer (encrypted when the server's setting says
+   so) in bounded chunks, in a worker thread so the event loop never blocks on disk;
+2. the writer commits: file fsynced, renamed, directory fsynced;
+3. the job record is committed (SQLite synchronous=FULL / PostgreSQL);
+4. only then is the client told the job is accepted.
+
+A failure at 1 or 2 leaves nothing; a failure at 3 deletes (crypto-shreds) the file. A crash
+between 2 and 3 leaves a file no record names: an orphan, found by recovery tools, never a
+half-visible job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio.to_thread
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select, update
+
+from spoolvault.db import Database, Job, JobState
+from spoolvault.db.models import utcnow
+from spoolvault.errors import ClientError, SpoolError
+from spoolvault.jobs.pages import PageCounter
+from spoolvault.spool.store import SpoolFile, SpoolStore, SpoolWriter
+
+log = logging.getLogger(__name__)
+
+# Hand the writer about this much at a time: big enough that thread hops cost nothing next
+# to the disk, small enough that memory stays flat whatever the job size.
+WRITE_BATCH = 256 * 1024
+UNKNOWN_OWNER = "unknown"
+_pin_hasher = PasswordHasher()
+
+FINISHED_STATES = frozenset(
+    {JobState.PRINTED, JobState.CANCELLED, JobState.EXPIRED, JobState.ABORTED}
+)
+
+
+class JobNotFound(ClientError):
+    """No job with that id (on this queue)."""
+
+
+class JobNotPossible(ClientError):
+    """The job is in a state where the operation makes no sense (e.g. already printed)."""
+
+
+class NotJobOwner(ClientError):
+    """The user is neither the job's owner nor an administrator."""
+
+
+@dataclass
+class Submission:
+    """What a client said about a job it submits (metadata only, never content)."""
+
+    owner: str
+    queue: str
+    title: str = ""
+    document_format: str = "application/octet-stream"
+    pages: int | None = None
+    pin_hash: str | None = None
+    client_hold: str | None = None
+    # Job template attributes, JSON-able, every value tag kept (ipp.attributes).
+    attributes: list[Any] = field(default_factory=list)
+    originating_host: str | None = None
+
+
+def hash_pin(digest: bytes) -> str:
+    """argon2id of a PIN's SHA-256 digest (PWG 5100.11 sends either the PIN or that digest)."""
+    return _pin_hasher.hash(digest.hex())
+
+
+def pin_digest(pin: bytes, encryption: str) -> bytes:
+    """The SHA-256 digest of a job-password as sent with ``job-password-encryption``."""
+    if encryption == "none":
+        return hashlib.sha256(pin).digest()
+    if encryption == "sha2-256":
+        if len(pin) != 32:
+            raise ClientError("job-password with sha2-256 must be a 32-octet SHA-256 digest")
+        return pin
+    raise ClientError(f"job-password-encryption {encryption!r} is not supported")
+
+
+def check_pin(pin_hash: str, pin: str) -> bool:
+    """True if ``pin`` (as typed at a release station) is the job's PIN."""
+    try:
+        return _pin_hasher.verify(pin_hash, hashlib.sha256(pin.encode()).hexdigest())
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class JobService:
+    """Intake and lifecycle of jobs, over the spool store and the database."""
+
+    def __init__(
+        self, db: Database, store: SpoolStore, *, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.clock = clock
+
+    def encryption_enabled(self) -> bool:
+        """Spool File Encryption for new jobs, per the primary server's setting."""
+        return bool(self.db.get_settings()["spool_file_encryption"])
+
+    # -- intake ------------------------------------------------------------------------
+
+    async def spool(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolFile, int | None]:
+        """Stream a document into a new, committed spool file; return it and a page count."""
+        encrypted = await anyio.to_thread.run_sync(self.encryption_enabled)
+        writer: SpoolWriter = await anyio.to_thread.run_sync(
+            lambda: self.store.create(encrypted=encrypted)
+        )
+        pages = PageCounter()
+        try:
+            batch = bytearray()
+            async for chunk in chunks:
+                pages.feed(chunk)
+                batch += chunk
+                if len(batch) >= WRITE_BATCH:
+                    await anyio.to_thread.run_sync(writer.write, bytes(batch))
+                    batch.clear()
+            if batch:
+                await anyio.to_thread.run_sync(writer.write, bytes(batch))
+            spool_file = await anyio.to_thread.run_sync(writer.commit)
+        except BaseException:
+            # Client gone, disk full, shutdown: nothing of this job may remain.
+            await anyio.to_thread.run_sync(writer.abort)
+            raise
+        return spool_file, pages.result()
+
+    def _record(self, sub: Submission, spool_file: SpoolFile, pages: int | None) -> Job:
+        return self.db.add_job(
+            owner=sub.owner,
+            queue=sub.queue,
+            title=sub.title,
+            spool_name=spool_file.name,
+            size=spool_file.size,
+            encrypted=spool_file.encrypted,
+            key_id=spool_file.key_id,
+            format_version=spool_file.format_version,
+            pages=sub.pages if sub.pages is not None else pages,
+            state=JobState.HELD,
+            created_at=self.clock(),
+            **self._extra(sub),
+        )
+
+    @staticmethod
+    def _extra(sub: Submission) -> dict[str, Any]:
+        return {
+            "document_format": sub.document_format,
+            "pin_hash": sub.pin_hash,
+            "client_hold": sub.client_hold,
+            "attributes": json.dumps(sub.attributes),
+            "originating_host": sub.originating_host,
+        }
+
+    async def submit(self, sub: Submission, chunks: AsyncIterator[bytes]) -> Job:
+        """Spool a document and record it as a held job; return the durable job."""
+        spool_file, pages = await self.spool(chunks)
+        return await self._commit_record(sub, spool_file, pages)
+
+    async def _commit_record(
+        self, sub: Submission, spool_file: SpoolFile, pages: int | None, job_id: int | None = None
+    ) -> Job:
+        try:
+            if job_id is None:
+                return await anyio.to_thread.run_sync(self._record, sub, spool_file, pages)
+            return await anyio.to_thread.run_sync(self._attach, job_id, sub, spool_file, pages)
+        except BaseException:
+            spool = self.store.spool(spool_file.encrypted)
+            await anyio.to_thread.run_sync(lambda: spool.delete(spool_file.name, missing_ok=True))
+            raise
+
+    def create(self, sub: Submission) -> Job:
+        """Record a job that has no document yet (IPP Create-Job)."""
+        return self.db.add_job(
+            owner=sub.owner,
+            queue=sub.queue,
+            title=sub.title,
+            spool_name=None,
+            size=0,
+            encrypted=False,
+            pages=sub.pages,
+            state=JobState.INCOMING,
+            created_at=self.clock(),
+            **self._extra(sub),
+        )
+
+    async def add_document(self, job_id: int, sub: Submission, chunks: AsyncIterator[bytes]) -> Job:
+        """Receive the document of an INCOMING job (IPP Send-Document); it becomes held."""
+        job = await anyio.to_thread.run_sync(self.get, job_id)
+        if job.state is not JobState.INCOMING:
+            raise JobNotPossible(f"job {job_id} already has its document or is finished")
+        spool_file, pages = await self.spool(chunks)
+        return await self._commit_record(sub, spool_file, pages, job_id)
+
+    def _attach(
+        self, job_id: int, sub: Submission, spool_file: SpoolFile, pages: int | None
+    ) -> Job:
+        values: dict[str, Any] = {
+            "spool_name": spool_file.name,
+            "size": spool_file.size,
+            "encrypted": spool_file.encrypted,
+            "key_id": spool_file.key_id,
+            "format_version": spool_file.format_version,
+            "state": JobState.HELD,
+            "updated_at": self.clock(),
+        }
+        if sub.document_format != "application/octet-stream":
+            values["document_format"] = sub.document_format
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.state is not JobState.INCOMING:
+                raise JobNotPossible(f"job {job_id} is no longer waiting for its document")
+            if job.pages is None:
+                values["pages"] = pages
+            for key, value in values.items():
+                setattr(job, key, value)
+        return job
+
+    # -- queries and changes -------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job:
+        job = self.db.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        return job
+
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        owner: str | None = None,
+        states: Iterable[JobState] | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Job]:
+        query = select(Job)
+        if queue is not None:
+            query = query.where(Job.queue == queue)
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        if states is not None:
+            query = query.where(Job.state.in_([s.value for s in states]))
+        query = query.order_by(Job.id.desc() if newest_first else Job.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.db.session(write=False) as s:
+            return list(s.scalars(query))
+
+    def count(self, *, queue: str | None = None, states: Iterable[JobState]) -> int:
+        query = (
+            select(func.count()).select_from(Job).where(Job.state.in_([s.value for s in states]))
+        )
+        if queue is not None:
+            query = query.where(Job.queue == queue)
+        with self.db.session(write=False) as s:
+            return int(s.scalar(query) or 0)
+
+    def set_client_hold(self, job_id: int, hold: str | None) -> Job:
+        """Record the client's own job-hold-until; the job stays held for release either way."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            if job.state in FINISHED_STATES or job.state is JobState.RELEASING:
+                raise JobNotPossible(f"job {job_id} is {job.state.value}; it cannot be held")
+            job.client_hold = hold
+            job.updated_at = self.clock()
+        return job
+
+    def cancel(self, job_id: int, *, state: JobState = JobState.CANCELLED, reason: str) -> Job:
+        """Cancel a job that has not printed, then crypto-shred its file."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            if job.state in FINISHED_STATES or job.state is JobState.RELEASING:
+                raise JobNotPossible(f"job {job_id} is {job.state.value}; it cannot be cancelled")
+            now = self.clock()
+            job.state, job.state_reason = state, reason
+            job.updated_at = job.completed_at = now
+            name, encrypted = job.spool_name, job.encrypted
+        # The record says cancelled first: a crash now leaves an orphan file, never a job
+        # that claims a document it no longer has.
+        if name is not None:
+            try:
+                self.store.spool(encrypted).delete(name, missing_ok=True)
+            except (OSError, SpoolError) as exc:
+                log.error("job %d cancelled, but its spool file %s remains: %s", job_id, name, exc)
+        return job
+
+    def abort_stale_incoming(self, older_than: timedelta) -> int:
+        """Abort Create-Job jobs whose document never came (multiple-operation-time-out)."""
+        cutoff = self.clock() - older_than
+        with self.db.session() as s:
+            result = s.execute(
+                update(Job)
+                .where(Job.state == JobState.INCOMING.value, Job.created_at < cutoff)
+                .values(
+                    state=JobState.ABORTED,
+                    state_reason="no document received in time",
+                    updated_at=self.clock(),
+                    completed_at=self.clock(),
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
