@@ -1,8 +1,11 @@
-"""The one ASGI application behind ``--http``: health now; IPP, web pages and REST later."""
+"""The one ASGI application behind ``--http``: IPP, health; web pages and REST later."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +15,8 @@ from starlette.routing import Route
 
 from spoolvault import __version__
 from spoolvault.errors import SpoolvaultError
+from spoolvault.ipp.server import IppServer, expire_incoming
+from spoolvault.jobs.service import JobService
 from spoolvault.runtime import Runtime
 
 
@@ -29,6 +34,8 @@ def _health(rt: Runtime) -> dict[str, object]:
 
 def create_app(rt: Runtime) -> Starlette:
     """Build the ASGI app over an opened runtime."""
+    jobs = JobService(rt.db, rt.store)
+    ipp = IppServer(rt, jobs)
 
     async def health(request: Request) -> Response:
         try:
@@ -50,10 +57,27 @@ def create_app(rt: Runtime) -> Starlette:
             f"<table>{rows}</table></body></html>"
         )
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(expire_incoming(jobs))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    ipp_post = ipp.http_post
     return Starlette(
         routes=[
-            Route("/", home),
+            Route("/", home, methods=["GET"]),
+            Route("/", ipp_post, methods=["POST"]),
             Route("/healthz", health),
             Route("/api/v1/health", health),
-        ]
+            Route("/ipp/print", ipp_post, methods=["POST"]),
+            Route("/printers/{queue}", ipp_post, methods=["POST"]),
+            Route("/jobs", ipp_post, methods=["POST"]),
+            Route("/jobs/{job_id}", ipp_post, methods=["POST"]),
+        ],
+        lifespan=lifespan,
     )

@@ -1,0 +1,307 @@
+"""The IPP hold queue, driven by real clients: CUPS's ipptool suites and `lp`."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+import ipptool
+from conftest import Server, start_server
+from spoolvault.config import DataDir
+from spoolvault.db import Database, Job, JobState, database_url
+from spoolvault.ipp.codec import AttributeGroup, IppMessage, decode, encode
+from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag
+from spoolvault.jobs.service import check_pin
+from spoolvault.spool.keys import KeyFileProvider
+from spoolvault.spool.store import EncryptedSpool
+
+pytestmark = pytest.mark.skipif(shutil.which("ipptool") is None, reason="needs cups-ipp-utils")
+
+MARKER = b"TOP-SECRET-MERGER-PLAN-5d1c"
+
+# A held job never completes by itself (it waits for its owner at a printer), so the
+# steps of ipp-1.1.test that need a completed job fail; these, and only these.
+NEEDS_COMPLETED_JOB = {
+    "Get-Job-Attributes Until Job Complete",
+    "RFC 8011 section 4.2.6: Get-Jobs Operation (which-jobs=completed)",
+    "RFC 8011 section 4.2.6: Get-Jobs Operation (which-jobs, requested-attributes)",
+    "RFC 8011 section 4.3.3: Cancel-Job Operation (completed job)",
+}
+
+
+@pytest.fixture(scope="module")
+def suites(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ipptool.prepare(tmp_path_factory.mktemp("ipptool"))
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("ipp") / "data", env={"SPOOLVAULT_ADMIN_PASSWORD": "admin-pw"}
+    )
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def queue_uri(srv: Server, queue: str = "secure") -> str:
+    return srv.url.replace("http://", "ipp://") + f"/printers/{queue}"
+
+
+def jobs_in(data_dir: Path) -> list[Job]:
+    data = DataDir.open(data_dir, create=False)
+    db = Database.open(database_url(None, data.database))
+    try:
+        with db.session(write=False) as s:
+            return list(s.query(Job).order_by(Job.id))
+    finally:
+        db.close()
+
+
+def ipp_request(
+    srv: Server,
+    msg: IppMessage,
+    body: bytes = b"",
+    path: str = "/printers/secure",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, IppMessage | None]:
+    parts = urlsplit(srv.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request(
+            "POST", path, encode(msg) + body, {"Content-Type": "application/ipp", **(headers or {})}
+        )
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200:
+        return resp.status, None
+    return resp.status, decode(data)[0]
+
+
+def new_request(op: int, srv: Server, user: str = "alice", request_id: int = 1) -> IppMessage:
+    msg = IppMessage((2, 0), op, request_id, [])
+    g = msg.operation
+    g.add("attributes-charset", ValueTag.CHARSET, "utf-8")
+    g.add("attributes-natural-language", ValueTag.NATURAL_LANGUAGE, "en")
+    g.add("printer-uri", ValueTag.URI, queue_uri(srv))
+    g.add("requesting-user-name", ValueTag.NAME, user)
+    return msg
+
+
+def job_group(msg: IppMessage) -> AttributeGroup:
+    group = msg.group(GroupTag.JOB)
+    assert group is not None, msg
+    return group
+
+
+# -- ipptool's own suites --------------------------------------------------------------
+
+
+def test_ipp_everywhere_2_0_suite_passes_but_for_completion(
+    shared_server: Server, suites: Path
+) -> None:
+    """ipp-2.0.test (which includes ipp-1.1.test) against the secure hold queue."""
+    result = ipptool.run(
+        queue_uri(shared_server), "ipp-2.0.test", suites, "-I", "-f", "document-a4.pdf", timeout=600
+    )
+    names = [s.name for s in result.steps]
+    assert "PWG 5100.12 section 6.2 - Required Printer Description Attributes" in names
+    assert len([s for s in result.steps if s.passed]) >= 40
+    failed = {s.name: s.errors for s in result.failed}
+    assert set(failed) == NEEDS_COMPLETED_JOB, failed
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [
+        "print-job-hold.test",
+        "get-jobs.test",
+        "validate-job.test",
+        "print-job-password.test",
+        "create-job.test",
+        "get-printer-attributes.test",
+    ],
+)
+def test_ipptool_suite_passes(shared_server: Server, suites: Path, suite: str) -> None:
+    result = ipptool.run(queue_uri(shared_server), suite, suites, "-I", "-f", "document-a4.pdf")
+    assert result.steps, result.stderr
+    assert result.failed == [], [(s.name, s.errors) for s in result.failed]
+
+
+def test_get_job_attributes_by_job_uri(shared_server: Server, suites: Path) -> None:
+    _, resp = ipp_request(
+        shared_server, new_request(Operation.PRINT_JOB, shared_server), b"%PDF-1.4\n"
+    )
+    assert resp is not None and resp.code == Status.SUCCESSFUL_OK
+    job_uri = job_group(resp).get("job-uri")
+    assert job_uri is not None
+    uri = str(job_uri.value).replace("localhost", "127.0.0.1")
+    result = ipptool.run(uri, "get-job-attributes.test", suites)
+    assert result.steps and result.failed == [], [(s.name, s.errors) for s in result.failed]
+
+
+# -- hold semantics ---------------------------------------------------------------------
+
+
+def test_jobs_stay_held_whatever_the_client_says(shared_server: Server) -> None:
+    req = new_request(Operation.PRINT_JOB, shared_server)
+    req.operation.add("job-name", ValueTag.NAME, "quarterly.pdf")
+    _, resp = ipp_request(shared_server, req, b"%PDF-1.4\nbody\n")
+    assert resp is not None and resp.code == Status.SUCCESSFUL_OK
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None
+    for op in (Operation.RELEASE_JOB, Operation.HOLD_JOB, Operation.RELEASE_JOB):
+        req = new_request(op, shared_server)
+        req.operation.add("job-id", ValueTag.INTEGER, job_id.value)
+        _, r = ipp_request(shared_server, req)
+        assert r is not None and r.code == Status.SUCCESSFUL_OK, r
+    req = new_request(Operation.GET_JOB_ATTRIBUTES, shared_server)
+    req.operation.add("job-id", ValueTag.INTEGER, job_id.value)
+    _, r = ipp_request(shared_server, req)
+    assert r is not None
+    attrs = job_group(r)
+    state, reasons = attrs.get("job-state"), attrs.get("job-state-reasons")
+    assert state is not None and state.value == 4  # pending-held
+    assert reasons is not None and "job-release-wait" in reasons.python_values
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
+    assert job.state is JobState.HELD and job.owner == "alice" and job.title == "quarterly.pdf"
+
+
+def test_another_user_cannot_cancel_or_release(shared_server: Server) -> None:
+    _, resp = ipp_request(
+        shared_server, new_request(Operation.PRINT_JOB, shared_server), b"%PDF-1.4\n"
+    )
+    assert resp is not None
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None
+    for op in (Operation.CANCEL_JOB, Operation.RELEASE_JOB, Operation.HOLD_JOB):
+        req = new_request(op, shared_server, user="mallory")
+        req.operation.add("job-id", ValueTag.INTEGER, job_id.value)
+        _, r = ipp_request(shared_server, req)
+        assert r is not None and r.code == Status.CLIENT_ERROR_NOT_AUTHORIZED
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
+    assert job.state is JobState.HELD
+
+
+def test_basic_auth_user_is_the_owner_and_bad_password_is_401(shared_server: Server) -> None:
+    good = "Basic " + base64.b64encode(b"admin:admin-pw").decode()
+    _, resp = ipp_request(
+        shared_server,
+        new_request(Operation.PRINT_JOB, shared_server, "bob"),
+        b"data",
+        headers={"Authorization": good},
+    )
+    assert resp is not None and resp.code == Status.SUCCESSFUL_OK
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
+    assert job.owner == "admin"  # the authenticated user, not requesting-user-name
+    bad = "Basic " + base64.b64encode(b"admin:wrong").decode()
+    status, _ = ipp_request(
+        shared_server,
+        new_request(Operation.PRINT_JOB, shared_server),
+        b"data",
+        headers={"Authorization": bad},
+    )
+    assert status == 401
+
+
+def test_pin_is_stored_only_as_a_hash(shared_server: Server) -> None:
+    req = new_request(Operation.PRINT_JOB, shared_server)
+    req.operation.add("job-password", ValueTag.OCTET_STRING, b"4711")
+    req.operation.add("job-password-encryption", ValueTag.KEYWORD, "none")
+    _, resp = ipp_request(shared_server, req, b"%PDF-1.4\n")
+    assert resp is not None and resp.code == Status.SUCCESSFUL_OK
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
+    assert job.pin_hash is not None and "4711" not in job.pin_hash
+    assert check_pin(job.pin_hash, "4711") and not check_pin(job.pin_hash, "4712")
+
+
+# -- clear errors for bad input ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x02",
+        b"\x02\x00\x00\x0b\x00\x00\x00\x01",
+        os.urandom(64),
+        b"\x02\x00\x00\x0b\x00\x00\x00\x01\x01\x47\xff\xff",
+    ],
+)
+def test_malformed_requests_get_an_ipp_error_and_the_server_lives(
+    shared_server: Server, body: bytes
+) -> None:
+    parts = urlsplit(shared_server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("POST", "/printers/secure", body, {"Content-Type": "application/ipp"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    assert resp.status == 200
+    msg, _ = decode(data)
+    assert 0x0400 <= msg.code < 0x0600
+    message = msg.operation.get("status-message")
+    assert message is not None and str(message.value)
+    _, ok = ipp_request(shared_server, new_request(Operation.GET_PRINTER_ATTRIBUTES, shared_server))
+    assert ok is not None and ok.code == Status.SUCCESSFUL_OK
+
+
+def test_unknown_queue_and_wrong_content_type(shared_server: Server) -> None:
+    req = new_request(Operation.GET_PRINTER_ATTRIBUTES, shared_server)
+    req.operation.set("printer-uri", ValueTag.URI, queue_uri(shared_server, "nope"))
+    _, resp = ipp_request(shared_server, req, path="/printers/nope")
+    assert resp is not None and resp.code == Status.CLIENT_ERROR_NOT_FOUND
+    parts = urlsplit(shared_server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("POST", "/printers/secure", b"x", {"Content-Type": "text/plain"})
+    r = conn.getresponse()
+    assert r.status == 400 and b"application/ipp" in r.read()
+    conn.close()
+
+
+# -- CUPS lp, and what reaches the disk ---------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("lp") is None, reason="needs cups-client")
+def test_cups_lp_job_is_accepted_held_and_encrypted(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data")
+    try:
+        doc = tmp_path / "payroll.txt"
+        doc.write_bytes(MARKER * 5000 + b"\n")
+        host = urlsplit(srv.url).netloc
+        res = subprocess.run(
+            ["lp", "-h", host, "-d", "secure", "-U", "alice", "-t", "payroll", str(doc)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        assert "request id is secure-" in res.stdout
+        [job] = jobs_in(srv.data_dir)
+        assert (job.owner, job.title, job.state) == ("alice", "payroll", JobState.HELD)
+        assert job.encrypted and job.size == doc.stat().st_size
+        data = DataDir.open(srv.data_dir, create=False)
+        spool = EncryptedSpool(data.encrypted_spool, KeyFileProvider(data.key_file))
+        assert job.spool_name is not None
+        assert spool.read_all(job.spool_name) == doc.read_bytes()
+    finally:
+        assert srv.stop() == 0
+    for path in srv.data_dir.rglob("*"):
+        if path.is_file():
+            assert MARKER not in path.read_bytes(), path
+            assert MARKER[:12] not in path.read_bytes(), path
