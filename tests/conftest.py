@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 SPOOLVAULT = [sys.executable, "-m", "spoolvault"]
-_LISTEN_RE = re.compile(r"listening on (http://\S+)")
+_LISTEN_RE = re.compile(r"listening on (https?://\S+)")
 
 
 def spoolvault(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -70,6 +70,7 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None)
             "127.0.0.1:0",
             "--raw",
             "off",
+            "--no-dnssd",
             *extra,
         ],
         stdout=subprocess.PIPE,

@@ -79,7 +79,7 @@ class Result:
         return [s for s in self.steps if not s.passed and not s.skipped]
 
 
-def run(uri: str, test: str, workdir: Path, *args: str, timeout: float = 300) -> Result:
+def run(uri: str, test: str, workdir: Path, *args: str, timeout: float = 120) -> Result:
     """Run one suite with -X (plist) and return its steps."""
     proc = subprocess.run(
         ["ipptool", "-X", "-T", "30", *args, uri, test],

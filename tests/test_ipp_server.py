@@ -6,13 +6,17 @@ import base64
 import http.client
 import os
 import shutil
+import stat
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+import cupsd
 import ipptool
 from conftest import Server, start_server
 from spoolvault.config import DataDir
@@ -54,7 +58,8 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def queue_uri(srv: Server, queue: str = "secure") -> str:
-    return srv.url.replace("http://", "ipp://") + f"/printers/{queue}"
+    scheme, rest = srv.url.split("://", 1)
+    return f"{'ipps' if scheme == 'https' else 'ipp'}://{rest}/printers/{queue}"
 
 
 def jobs_in(data_dir: Path) -> list[Job]:
@@ -305,3 +310,106 @@ def test_cups_lp_job_is_accepted_held_and_encrypted(tmp_path: Path) -> None:
         if path.is_file():
             assert MARKER not in path.read_bytes(), path
             assert MARKER[:12] not in path.read_bytes(), path
+
+
+def test_ipps_with_a_certificate_generated_on_first_start(tmp_path: Path, suites: Path) -> None:
+    srv = start_server(tmp_path / "data", "--tls")
+    try:
+        assert srv.url.startswith("https://")
+        assert (srv.data_dir / "tls" / "server.crt").is_file()
+        assert stat.S_IMODE((srv.data_dir / "tls" / "server.key").stat().st_mode) == 0o600
+        uri = queue_uri(srv)
+        assert uri.startswith("ipps://")
+        result = ipptool.run(uri, "print-job-hold.test", suites, "-f", "document-a4.pdf")
+        assert result.steps and result.failed == [], [(s.name, s.errors) for s in result.failed]
+        attrs = ipptool.run(uri, "get-printer-attributes.test", suites)
+        assert attrs.failed == []
+        assert b"ipps://" in attrs.stdout and b"<string>tls</string>" in attrs.stdout
+        [job] = jobs_in(srv.data_dir)
+        assert job.state is JobState.HELD
+    finally:
+        assert srv.stop() == 0
+
+
+@pytest.mark.skipif(not Path(cupsd.CUPSD).exists(), reason="needs cups")
+def test_cupsd_ipp_queue_forwards_a_job_that_we_hold(tmp_path: Path) -> None:
+    """CUPS in front of us: its ipp backend delivers the job, we hold it for its owner."""
+    srv = start_server(tmp_path / "data")
+    # cupsd's backends run as user lp, which cannot enter pytest's private tmp_path.
+    cups_root = Path(tempfile.mkdtemp(prefix="spoolvault-cupsd-", dir="/var/tmp"))
+    cups_root.chmod(0o755)
+    cups = cupsd.start_cupsd(cups_root)
+    try:
+        device = queue_uri(srv).replace("localhost", "127.0.0.1") + "?waitjob=false"
+        made = cups.run("lpadmin", "-p", "fwd", "-E", "-v", device, "-m", "raw", check=False)
+        assert made.returncode == 0, made.stderr
+        doc = tmp_path / "report.pdf"
+        doc.write_bytes(ipptool.minimal_pdf(3, marker="forwarded"))
+        sent = cups.run("lp", "-d", "fwd", "-U", "carol", "-t", "report", str(doc))
+        assert "request id is fwd-" in sent.stdout
+        deadline = time.monotonic() + 60
+        jobs: list[Job] = []
+        while time.monotonic() < deadline:
+            jobs = jobs_in(srv.data_dir)
+            if jobs and jobs[0].state is not JobState.INCOMING:
+                break  # Create-Job came first; Send-Document has now arrived too
+            time.sleep(0.5)
+        assert jobs, cups.error_log()[-3000:]
+        [job] = jobs
+        assert (job.owner, job.state, job.pages) == ("carol", JobState.HELD, 3)
+        data = DataDir.open(srv.data_dir, create=False)
+        spool = EncryptedSpool(data.encrypted_spool, KeyFileProvider(data.key_file))
+        assert job.spool_name is not None
+        assert spool.read_all(job.spool_name) == doc.read_bytes()
+    finally:
+        cups.stop()
+        shutil.rmtree(cups_root, ignore_errors=True)
+        assert srv.stop() == 0
+
+
+@pytest.fixture
+def tiny_spool(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs to be the EncryptedSpoolDir: a real full disk, not a simulated one."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_is_a_clear_ipp_error_and_leaves_nothing(
+    tmp_path: Path, tiny_spool: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "print-provider.conf").write_text(f"EncryptedSpoolDir={tiny_spool}\n")
+    srv = start_server(data_dir)
+    try:
+        _, small = ipp_request(srv, new_request(Operation.PRINT_JOB, srv), b"%PDF-1.4 small\n")
+        assert small is not None and small.code == Status.SUCCESSFUL_OK
+        before = sorted(p.name for p in tiny_spool.iterdir())
+
+        _, full = ipp_request(srv, new_request(Operation.PRINT_JOB, srv), os.urandom(3 << 20))
+        assert full is not None and full.code == Status.SERVER_ERROR_TEMPORARY_ERROR
+        message = full.operation.get("status-message")
+        assert message is not None and "no space left" in str(message.value)
+        assert sorted(p.name for p in tiny_spool.iterdir()) == before  # nothing partial
+
+        _, again = ipp_request(srv, new_request(Operation.PRINT_JOB, srv), b"%PDF-1.4 after\n")
+        assert again is not None and again.code == Status.SUCCESSFUL_OK
+        held = jobs_in(srv.data_dir)
+        assert [j.state for j in held] == [JobState.HELD, JobState.HELD]
+        data = DataDir.open(srv.data_dir, create=False)
+        spool = EncryptedSpool(data.encrypted_spool, KeyFileProvider(data.key_file))
+        assert held[0].spool_name is not None
+        assert spool.read_all(held[0].spool_name) == b"%PDF-1.4 small\n"
+    finally:
+        assert srv.stop() == 0

@@ -11,7 +11,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -85,7 +87,7 @@ def version() -> None:
     out.print(__version__)
 
 
-def _bind(addr: HostPort) -> socket.socket:
+def _bind(addr: HostPort, flag: str) -> socket.socket:
     """Bind before starting, so a busy port is a clear startup error."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -94,10 +96,23 @@ def _bind(addr: HostPort) -> socket.socket:
         sock.bind((addr.host, addr.port))
     except OSError as exc:
         sock.close()
-        raise OperatorError(f"cannot listen on {addr} (--http): {exc.strerror}") from None
+        raise OperatorError(f"cannot listen on {addr} ({flag}): {exc.strerror}") from None
     sock.listen(1024)
     sock.set_inheritable(True)
     return sock
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """What `run` listens on and announces (CONTRACT.md: spoolvault run)."""
+
+    http: HostPort
+    raw: HostPort | None
+    lpd: HostPort | None
+    tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    dnssd: bool = True
 
 
 @app.command()
@@ -115,12 +130,37 @@ def run(
     app_server: Annotated[
         str | None, typer.Option("--app-server", help="Application server URL (role provider).")
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve --http over TLS (ipps:// and https://), with --tls-cert/--tls-key or "
+            "a certificate generated on first start.",
+        ),
+    ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain) for --tls.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key for --tls.")
+    ] = None,
+    no_dnssd: Annotated[
+        bool, typer.Option("--no-dnssd", help="Do not advertise the queues with DNS-SD.")
+    ] = False,
 ) -> None:
     """Start the server (application server and print provider in one process)."""
     try:
         http_addr = parse_hostport(http, "--http")
-        parse_hostport(raw, "--raw", allow_off=True)
-        parse_hostport(lpd, "--lpd", allow_off=True)
+        assert http_addr is not None
+        listeners = Listeners(
+            http=http_addr,
+            raw=parse_hostport(raw, "--raw", allow_off=True),
+            lpd=parse_hostport(lpd, "--lpd", allow_off=True),
+            tls=tls or tls_cert is not None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            dnssd=not no_dnssd,
+        )
         if role not in ("all", "app", "provider"):
             raise OperatorError(f"--role {role!r}: expected all, app or provider")
         if role != "all" or app_server:
@@ -128,10 +168,29 @@ def run(
                 "separate application server and print provider roles are not available "
                 "in this version; run with --role all (the default)"
             )
-        assert http_addr is not None
-        _serve(data_dir, database, http_addr)
+        _serve(data_dir, database, listeners)
     except SpoolvaultError as exc:
         _fail(str(exc))
+
+
+def _config_class() -> type:
+    import uvicorn
+
+    class Config(uvicorn.Config):
+        """uvicorn's config, with TLS session tickets off.
+
+        With tickets on, Python sends TLS 1.3 NewSessionTicket messages after the handshake,
+        and CUPS clients (GnuTLS: ipptool, lp, cupsd's ipps backend) then never read the
+        response: every IPPS request timed out. Without tickets, TLS 1.3 works with them.
+        """
+
+        def load(self) -> None:
+            super().load()
+            if self.ssl is not None:
+                self.ssl.num_tickets = 0
+                self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    return Config
 
 
 def _server_class() -> type:
@@ -153,11 +212,11 @@ def _server_class() -> type:
     return Server
 
 
-def _serve(data_dir: Path, database: str | None, http_addr: HostPort) -> None:
-    import uvicorn
+def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
 
     from spoolvault.runtime import Runtime
-    from spoolvault.web.app import create_app
+    from spoolvault.tls import server_certificate
+    from spoolvault.web.app import Sockets, create_app
 
     with Runtime.open(data_dir, database, create=True) as rt, rt.store.server_lock():
         for spool, report in zip(
@@ -165,30 +224,44 @@ def _serve(data_dir: Path, database: str | None, http_addr: HostPort) -> None:
         ):
             if any(vars(report).values()):
                 log.info("recovered %s: %s", spool.directory, report)
-        sock = _bind(http_addr)
+        tls_files: dict[str, str] = {}
+        if listen.tls:
+            cert, key = server_certificate(
+                rt.data.root, listen.tls_cert, listen.tls_key, [listen.http.host]
+            )
+            tls_files = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        sockets = Sockets(
+            http=_bind(listen.http, "--http"),
+            raw=_bind(listen.raw, "--raw") if listen.raw else None,
+            lpd=_bind(listen.lpd, "--lpd") if listen.lpd else None,
+        )
         generated = rt.db.ensure_admin(os.environ.get("SPOOLVAULT_ADMIN_PASSWORD"))
         if generated:
             # Printed once, on the first start only; only its argon2id hash is stored.
             out.print(f"admin password (shown once): {generated}", highlight=False)
         server = _server_class()(
-            uvicorn.Config(
-                create_app(rt),
+            _config_class()(
+                create_app(rt, sockets=sockets, dnssd=listen.dnssd, tls=listen.tls),
                 log_config=None,
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=10,
+                **tls_files,
             )
         )
         # From here a SIGTERM/SIGINT means a graceful stop, even before uvicorn is running.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, server.handle_exit)
-        host, port = sock.getsockname()[:2]
+        scheme = "https" if listen.tls else "http"
         out.print(
-            f"spoolvault {__version__} listening on {HostPort(host, port).url()}",
+            f"spoolvault {__version__} listening on {sockets.address('http').url(scheme)}",
             highlight=False,
         )
+        for name in ("raw", "lpd"):
+            if getattr(sockets, name) is not None:
+                out.print(f"{name} intake on {sockets.address(name)}", highlight=False)
         sys.stdout.flush()
-        server.run(sockets=[sock])
+        server.run(sockets=[sockets.http])
         log.info("spoolvault stopped")
 
 

@@ -5,7 +5,8 @@
     │   ├── settings.InvalidSetting ......... unknown setting, wrong type or range (400)
     │   ├── settings.SettingsConflict ....... encryption and archiving both on (409)
     │   ├── db.UnknownServer ................ no server of that name (404)
-    │   └── ipp.codec.IppParseError ......... a malformed IPP request (carries the IPP status)
+    │   ├── ipp.codec.IppParseError ......... a malformed IPP request (carries the IPP status)
+    │   └── intake.lpd.LpdError ............. a malformed LPD command or control file
     ├── OperatorError ...................... the installation is wrong (-> startup or CLI message)
     │   ├── ConfigError ..................... print-provider.conf or a flag is unusable
     │   └── KeyStoreError ................... the key file is missing, unreadable or inconsistent

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import anyio.to_thread
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from spoolvault.db import Job
@@ -229,6 +229,10 @@ class IppServer:
             resp = _response(ctx, exc.status, str(exc))
         except ClientError as exc:
             resp = _response(ctx, Status.CLIENT_ERROR_BAD_REQUEST, str(exc))
+        except ClientDisconnect:
+            # The document was cut off: nothing of it was kept (the writer aborted).
+            log.info("IPP %s: client disconnected mid-request", _op_name(msg.code))
+            resp = _response(ctx, Status.CLIENT_ERROR_BAD_REQUEST, "client disconnected")
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -16,13 +16,15 @@ half-visible job.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from argon2 import PasswordHasher
@@ -36,6 +38,7 @@ from spoolvault.jobs.pages import PageCounter
 from spoolvault.spool.store import SpoolFile, SpoolStore, SpoolWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Hand the writer about this much at a time: big enough that thread hops cost nothing next
 # to the disk, small enough that memory stays flat whatever the job size.
@@ -46,6 +49,22 @@ _pin_hasher = PasswordHasher()
 FINISHED_STATES = frozenset(
     {JobState.PRINTED, JobState.CANCELLED, JobState.EXPIRED, JobState.ABORTED}
 )
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking step in a worker thread, and wait for it to end even if cancelled.
+
+    Cancelling the awaiting task does not stop a thread: without the wait, clean-up code
+    (aborting a writer, deleting a file) would race the thread still using them.
+    """
+    fut = asyncio.ensure_future(anyio.to_thread.run_sync(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({fut})
+        raise
 
 
 class JobNotFound(ClientError):
@@ -116,12 +135,10 @@ class JobService:
 
     # -- intake ------------------------------------------------------------------------
 
-    async def spool(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolFile, int | None]:
-        """Stream a document into a new, committed spool file; return it and a page count."""
-        encrypted = await anyio.to_thread.run_sync(self.encryption_enabled)
-        writer: SpoolWriter = await anyio.to_thread.run_sync(
-            lambda: self.store.create(encrypted=encrypted)
-        )
+    async def _receive(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolWriter, int | None]:
+        """Stream a document into a new, uncommitted spool writer; return it and a page count."""
+        encrypted = await in_thread(self.encryption_enabled)
+        writer: SpoolWriter = await in_thread(lambda: self.store.create(encrypted=encrypted))
         pages = PageCounter()
         try:
             batch = bytearray()
@@ -129,16 +146,45 @@ class JobService:
                 pages.feed(chunk)
                 batch += chunk
                 if len(batch) >= WRITE_BATCH:
-                    await anyio.to_thread.run_sync(writer.write, bytes(batch))
+                    await in_thread(writer.write, bytes(batch))
                     batch.clear()
             if batch:
-                await anyio.to_thread.run_sync(writer.write, bytes(batch))
-            spool_file = await anyio.to_thread.run_sync(writer.commit)
+                await in_thread(writer.write, bytes(batch))
         except BaseException:
             # Client gone, disk full, shutdown: nothing of this job may remain.
-            await anyio.to_thread.run_sync(writer.abort)
+            await in_thread(writer.abort)
             raise
-        return spool_file, pages.result()
+        return writer, pages.result()
+
+    async def spool(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolFile, int | None]:
+        """Stream a document into a new, committed spool file; return it and a page count.
+
+        The file has no job yet: ``record`` it (LPD, whose control file may come last).
+        """
+        writer, pages = await self._receive(chunks)
+        return await in_thread(writer.commit), pages
+
+    async def record(self, sub: Submission, spool_file: SpoolFile, pages: int | None) -> Job:
+        """Record a held job for a committed spool file; shred the file if that fails."""
+        return await in_thread(self._record_or_shred, sub, spool_file, pages, None)
+
+    def _record_or_shred(
+        self, sub: Submission, spool_file: SpoolFile, pages: int | None, job_id: int | None
+    ) -> Job:
+        # One thread call, so a cancelled caller never leaves a file without its record
+        # half-way: the thread records the job, or removes the file, either way to the end.
+        try:
+            if job_id is None:
+                return self._record(sub, spool_file, pages)
+            return self._attach(job_id, sub, spool_file, pages)
+        except BaseException:
+            self.store.spool(spool_file.encrypted).delete(spool_file.name, missing_ok=True)
+            raise
+
+    def _commit_and_record(
+        self, writer: SpoolWriter, sub: Submission, pages: int | None, job_id: int | None
+    ) -> Job:
+        return self._record_or_shred(sub, writer.commit(), pages, job_id)
 
     def _record(self, sub: Submission, spool_file: SpoolFile, pages: int | None) -> Job:
         return self.db.add_job(
@@ -168,20 +214,8 @@ class JobService:
 
     async def submit(self, sub: Submission, chunks: AsyncIterator[bytes]) -> Job:
         """Spool a document and record it as a held job; return the durable job."""
-        spool_file, pages = await self.spool(chunks)
-        return await self._commit_record(sub, spool_file, pages)
-
-    async def _commit_record(
-        self, sub: Submission, spool_file: SpoolFile, pages: int | None, job_id: int | None = None
-    ) -> Job:
-        try:
-            if job_id is None:
-                return await anyio.to_thread.run_sync(self._record, sub, spool_file, pages)
-            return await anyio.to_thread.run_sync(self._attach, job_id, sub, spool_file, pages)
-        except BaseException:
-            spool = self.store.spool(spool_file.encrypted)
-            await anyio.to_thread.run_sync(lambda: spool.delete(spool_file.name, missing_ok=True))
-            raise
+        writer, pages = await self._receive(chunks)
+        return await in_thread(self._commit_and_record, writer, sub, pages, None)
 
     def create(self, sub: Submission) -> Job:
         """Record a job that has no document yet (IPP Create-Job)."""
@@ -203,8 +237,8 @@ class JobService:
         job = await anyio.to_thread.run_sync(self.get, job_id)
         if job.state is not JobState.INCOMING:
             raise JobNotPossible(f"job {job_id} already has its document or is finished")
-        spool_file, pages = await self.spool(chunks)
-        return await self._commit_record(sub, spool_file, pages, job_id)
+        writer, pages = await self._receive(chunks)
+        return await in_thread(self._commit_and_record, writer, sub, pages, job_id)
 
     def _attach(
         self, job_id: int, sub: Submission, spool_file: SpoolFile, pages: int | None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +19,7 @@ from spoolvault import __version__
 from spoolvault.errors import SpoolvaultError
 from spoolvault.ipp.server import IppServer, expire_incoming
 from spoolvault.jobs.service import JobService
+from spoolvault.netaddr import HostPort
 from spoolvault.runtime import Runtime
 
 
@@ -32,8 +35,24 @@ def _health(rt: Runtime) -> dict[str, object]:
     }
 
 
-def create_app(rt: Runtime) -> Starlette:
-    """Build the ASGI app over an opened runtime."""
+@dataclass(frozen=True)
+class Sockets:
+    """The listening sockets `spoolvault run` bound before starting (clear errors early)."""
+
+    http: socket.socket
+    raw: socket.socket | None = None
+    lpd: socket.socket | None = None
+
+    def address(self, name: str) -> HostPort:
+        sock = getattr(self, name)
+        host, port = sock.getsockname()[:2]
+        return HostPort(host, port)
+
+
+def create_app(
+    rt: Runtime, *, sockets: Sockets | None = None, dnssd: bool = False, tls: bool = False
+) -> Starlette:
+    """Build the ASGI app over an opened runtime; its lifespan runs the other listeners."""
     jobs = JobService(rt.db, rt.store)
     ipp = IppServer(rt, jobs)
 
@@ -60,9 +79,34 @@ def create_app(rt: Runtime) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(expire_incoming(jobs))
+        servers: list[asyncio.AbstractServer] = []
+        advertiser = None
         try:
+            if sockets is not None and sockets.raw is not None:
+                from spoolvault.intake.raw import serve_raw
+
+                servers.append(await serve_raw(jobs, sockets.raw))
+            if sockets is not None and sockets.lpd is not None:
+                from spoolvault.intake.lpd import serve_lpd
+
+                servers.append(await serve_lpd(jobs, sockets.lpd))
+            if dnssd and sockets is not None:
+                from spoolvault.discovery.dnssd import Advertiser
+
+                http = sockets.address("http")
+                advertiser = Advertiser(
+                    queues=list(ipp.queues.values()), port=http.port, tls=tls, host=http.host
+                )
+                await advertiser.start()
             yield
         finally:
+            if advertiser is not None:
+                await advertiser.close()
+            for server in servers:
+                server.close()
+            for server in servers:
+                # A document already received finishes its commit; others are discarded.
+                await server.wait_closed()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

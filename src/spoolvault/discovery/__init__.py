@@ -1,0 +1,1 @@
+"""Discovery: DNS-SD (Bonjour) advertisement of the hold queues (`dnssd`), see docs/discovery.md."""

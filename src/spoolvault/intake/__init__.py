@@ -1,0 +1,216 @@
+"""Intake listeners besides IPP: raw "port 9100" (`raw`) and LPD (`lpd`), plus the PJL scanner.
+
+    client --9100--> raw.serve_raw --+
+                                     +--> JobService.submit / spool --> held job
+    client --515---> lpd.serve_lpd --+
+                         (owner and title from PJL, from the LPD control file)
+
+Both listeners are asyncio servers over a socket the caller has bound. What they share lives
+here: cleaning client-supplied names, the peer's address, a server object that caps its
+connections and ends them when it is closed, and the "finish what is durable" rule for a
+connection that is cancelled while its job is being committed.
+
+Neither protocol authenticates anybody: an owner name from PJL or from an LPD control file
+is a claim. It decides whose release station shows the job; releasing still needs the
+owner's credentials at the printer (docs/intake.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import struct
+import unicodedata
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# IPP's name(255) is 255 octets; owners and titles from other protocols get the same room.
+MAX_NAME_BYTES = 255
+
+# Characters that must never reach a log line, a web page or a release station's screen from
+# a client-supplied name: controls (C0, DEL, C1), format characters (bidi overrides, zero
+# width), line and paragraph separators, unassigned/private-use code points.
+_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def decode_text(raw: bytes) -> str:
+    """Bytes from a legacy protocol as text: UTF-8 when valid, else ISO-8859-1.
+
+    cups-lpd's smart_strlcpy makes the same guess (OpenPrinting/cups scheduler/cups-lpd.c):
+    legacy clients send Latin-1, current ones UTF-8, and Latin-1 never fails to decode.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def clean_text(value: bytes | str, limit: int = MAX_NAME_BYTES) -> str:
+    """A client-supplied name made safe: no control or format characters, at most ``limit``
+    UTF-8 octets (cut on a character boundary), surrounding whitespace removed."""
+    text = decode_text(value) if isinstance(value, bytes) else value
+    kept = "".join(
+        " " if ch in "\t\r\n" else ch
+        for ch in text
+        if ch in "\t\r\n" or unicodedata.category(ch) not in _DROP_CATEGORIES
+    )
+    encoded = kept.strip().encode("utf-8")[:limit]
+    return encoded.decode("utf-8", errors="ignore").strip()
+
+
+def peer_host(writer: asyncio.StreamWriter) -> str:
+    """The client's IP address as text (an IPv4-mapped IPv6 address as plain IPv4)."""
+    peer = writer.get_extra_info("peername")
+    if not isinstance(peer, tuple) or not peer:
+        return "unknown host"
+    host = str(peer[0])
+    with contextlib.suppress(ValueError):
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+    return host
+
+
+async def close_connection(writer: asyncio.StreamWriter, *, graceful: bool) -> None:
+    """Close a client connection: FIN when ``graceful``, else RST (``transport.abort``).
+
+    On raw 9100 the FIN is the only "accepted" a client ever gets (the CUPS socket backend
+    waits for it), so every failure resets the connection instead.
+    """
+    if graceful:
+        writer.close()
+    else:
+        reset_connection(writer)
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+def reset_connection(writer: asyncio.StreamWriter) -> None:
+    """Drop a connection with an RST (SO_LINGER 0): the client sees an error, not an end."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def finish_durably(task: asyncio.Future[T], consumed: Callable[[], bool]) -> T:
+    """Await an intake ``task``; if cancelled once the whole document was read, let it finish.
+
+    JobService commits the spool file and the job record in worker threads. A cancellation
+    at that point would abandon a thread half-way (the file deleted while the record is
+    being written), so a server shutting down waits for a complete document's commit and only
+    then stops. A document still streaming in is aborted: nothing of it remains.
+    """
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not consumed():
+            task.cancel()
+        # asyncio.wait never cancels what it waits for, however often we are cancelled.
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task})
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("intake stopped while a job was being committed: %s", exc)
+        raise
+
+
+class IntakeServer(asyncio.AbstractServer):
+    """An asyncio server with a connection cap, whose ``close()`` also ends its connections.
+
+    Beyond ``max_connections`` a new connection is reset at once (not closed gracefully: to
+    a raw client a graceful close would mean "job accepted"). ``close()`` stops listening and
+    cancels the sessions; a session whose document is complete finishes committing it first
+    (``finish_durably``), every other one is aborted and leaves nothing behind.
+    """
+
+    def __init__(self, name: str, max_connections: int) -> None:
+        self.name = name
+        self.max_connections = max_connections
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[object]] = set()
+
+    async def start(self, session: Session, sock: socket.socket, *, limit: int) -> IntakeServer:
+        """Start serving ``session`` (one call per connection) on the bound, listening ``sock``."""
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(self._sessions) >= self.max_connections:
+                log.warning(
+                    "%s intake: %d connections already open; refusing one from %s",
+                    self.name,
+                    len(self._sessions),
+                    peer_host(writer),
+                )
+                reset_connection(writer)
+                return
+            task: asyncio.Task[object] = asyncio.ensure_future(session(reader, writer))
+            self._sessions.add(task)
+            task.add_done_callback(self._sessions.discard)
+            # The session runs in its own task, which close() cancels and which re-raises
+            # CancelledError. This wrapper, the task asyncio.start_server made, always ends
+            # normally once the session has: Python 3.11's start_server calls
+            # task.exception() on it, which for a cancelled task logs a spurious error.
+            while not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({task})
+                if not task.done():
+                    task.cancel()
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("%s intake session failed: %r", self.name, exc)
+            if not writer.transport.is_closing():
+                # Cancelled before it ran a line (close() right after the connect): the
+                # session never got to close its connection.
+                reset_connection(writer)
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+        self._server = await asyncio.start_server(on_connect, sock=sock, limit=limit)
+        return self
+
+    @property
+    def server(self) -> asyncio.Server:
+        if self._server is None:
+            raise RuntimeError(f"{self.name} intake server was not started")
+        return self._server
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets (as ``asyncio.Server.sockets``)."""
+        return tuple(self.server.sockets)
+
+    @property
+    def active(self) -> int:
+        """How many client connections are being served right now."""
+        return len(self._sessions)
+
+    def close(self) -> None:
+        self.server.close()
+        for task in self._sessions:
+            task.cancel()
+
+    async def wait_closed(self) -> None:
+        await self.server.wait_closed()
+        if self._sessions:
+            await asyncio.wait(set(self._sessions))
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.server.get_loop()
+
+    def is_serving(self) -> bool:
+        return self.server.is_serving()
+
+    async def start_serving(self) -> None:
+        await self.server.start_serving()
+
+    async def serve_forever(self) -> None:
+        await self.server.serve_forever()
