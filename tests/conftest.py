@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from spoolvault.spool.keys import KeyFileProvider
+from spoolvault.spool.store import EncryptedSpool
+
 SPOOLVAULT = [sys.executable, "-m", "spoolvault"]
+CS = 4096  # the smallest chunk size a reader accepts: many chunks for few bytes
 _LISTEN_RE = re.compile(r"listening on (https?://\S+)")
 
 
@@ -104,3 +108,26 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop(signal.SIGKILL)
+
+
+# -- a key file and an encrypted spool with small chunks (spool and key tests) ---------------
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys" / "keys.json"
+    path.parent.mkdir()
+    KeyFileProvider.create(path)
+    return path
+
+
+@pytest.fixture
+def keys(key_file: Path) -> KeyFileProvider:
+    return KeyFileProvider(key_file)
+
+
+@pytest.fixture
+def spool(tmp_path: Path, keys: KeyFileProvider) -> EncryptedSpool:
+    directory = tmp_path / "encrypted"
+    directory.mkdir()
+    return EncryptedSpool(directory, keys, chunk_size=CS)

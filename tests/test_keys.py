@@ -56,25 +56,6 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "keys.json"
-    KeyFileProvider.create(path)
-    return path
-
-
-@pytest.fixture
-def keys(key_file: Path) -> KeyFileProvider:
-    return KeyFileProvider(key_file)
-
-
-@pytest.fixture
-def spool(tmp_path: Path, keys: KeyFileProvider) -> EncryptedSpool:
-    directory = tmp_path / "encrypted"
-    directory.mkdir()
-    return EncryptedSpool(directory, keys, chunk_size=CS)
-
-
 def write(spool: EncryptedSpool, data: bytes) -> str:
     with spool.create() as w:
         w.write(data)

@@ -93,26 +93,6 @@ def error_of(spool: EncryptedSpool, name: str) -> BaseException | None:
 
 
 @pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "keys" / "keys.json"
-    path.parent.mkdir()
-    KeyFileProvider.create(path)
-    return path
-
-
-@pytest.fixture
-def keys(key_file: Path) -> KeyFileProvider:
-    return KeyFileProvider(key_file)
-
-
-@pytest.fixture
-def spool(tmp_path: Path, keys: KeyFileProvider) -> EncryptedSpool:
-    directory = tmp_path / "encrypted"
-    directory.mkdir()
-    return EncryptedSpool(directory, keys, chunk_size=CS)
-
-
-@pytest.fixture
 def big_spool(tmp_path: Path, keys: KeyFileProvider) -> EncryptedSpool:
     directory = tmp_path / "encrypted-64k"
     directory.mkdir()

@@ -88,26 +88,6 @@ def make_old(path: Path, seconds: float = 3600) -> None:
 
 
 @pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "keys" / "keys.json"
-    path.parent.mkdir()
-    KeyFileProvider.create(path)
-    return path
-
-
-@pytest.fixture
-def keys(key_file: Path) -> KeyFileProvider:
-    return KeyFileProvider(key_file)
-
-
-@pytest.fixture
-def spool(tmp_path: Path, keys: KeyFileProvider) -> EncryptedSpool:
-    directory = tmp_path / "encrypted"
-    directory.mkdir()
-    return EncryptedSpool(directory, keys, chunk_size=CS)
-
-
-@pytest.fixture
 def plain(tmp_path: Path) -> PlainSpool:
     directory = tmp_path / "plain"
     directory.mkdir()

@@ -114,6 +114,16 @@ def _response(
     return resp
 
 
+def _accepted(ctx: Context) -> IppMessage:
+    """Success, with the attributes we ignored returned in the unsupported group (RFC 8011
+    §4.1.7: successful-ok-ignored-or-substituted-attributes)."""
+    if not ctx.unsupported:
+        return _response(ctx)
+    resp = _response(ctx, Status.SUCCESSFUL_OK_IGNORED_OR_SUBSTITUTED_ATTRIBUTES)
+    resp.groups.append(AttributeGroup(GroupTag.UNSUPPORTED, ctx.unsupported))
+    return resp
+
+
 def _requested(ctx: Context) -> list[str] | None:
     attr = ctx.op.get("requested-attributes")
     if attr is None:
@@ -346,14 +356,7 @@ class IppServer:
         )
 
     def _job_created_response(self, ctx: Context, job: Job) -> IppMessage:
-        status = (
-            Status.SUCCESSFUL_OK_IGNORED_OR_SUBSTITUTED_ATTRIBUTES
-            if ctx.unsupported
-            else Status.SUCCESSFUL_OK
-        )
-        resp = _response(ctx, status)
-        if ctx.unsupported:
-            resp.groups.append(AttributeGroup(GroupTag.UNSUPPORTED, ctx.unsupported))
+        resp = _accepted(ctx)
         full = self._job_group(ctx, job)
         resp.groups.append(
             A.select_job(
@@ -499,15 +502,7 @@ async def print_job(srv: IppServer, ctx: Context) -> IppMessage:
 
 async def validate_job(srv: IppServer, ctx: Context) -> IppMessage:
     srv._submission(ctx)
-    status = (
-        Status.SUCCESSFUL_OK_IGNORED_OR_SUBSTITUTED_ATTRIBUTES
-        if ctx.unsupported
-        else Status.SUCCESSFUL_OK
-    )
-    resp = _response(ctx, status)
-    if ctx.unsupported:
-        resp.groups.append(AttributeGroup(GroupTag.UNSUPPORTED, ctx.unsupported))
-    return resp
+    return _accepted(ctx)
 
 
 async def create_job(srv: IppServer, ctx: Context) -> IppMessage:

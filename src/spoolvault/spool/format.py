@@ -144,12 +144,11 @@ class ChunkSealer:
         self._done = last
 
     def seal(self, chunk: bytes | memoryview, *, last: bool) -> bytes:
-        if self._done:
-            raise RuntimeError("a STREAM is finished after its last chunk")
-        out = self._aead.encrypt(_nonce(self._counter, last), chunk, None)
-        self._counter += 1
-        self._done = last
-        return out
+        """Seal ``chunk`` into a new bytes object (seal_into avoids the allocation)."""
+        out = bytearray(len(chunk) + TAG_LEN)
+        with memoryview(out) as view:
+            self.seal_into(chunk, view, last=last)
+        return bytes(out)
 
 
 class ChunkOpener:
