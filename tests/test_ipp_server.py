@@ -413,3 +413,27 @@ def test_disk_full_is_a_clear_ipp_error_and_leaves_nothing(
         assert spool.read_all(held[0].spool_name) == b"%PDF-1.4 small\n"
     finally:
         assert srv.stop() == 0
+
+
+def test_queue_can_require_authentication(tmp_path: Path, suites: Path) -> None:
+    srv = start_server(tmp_path / "data", env={"SPOOLVAULT_ADMIN_PASSWORD": "s3cret-pw"})
+    try:
+        data = DataDir.open(srv.data_dir, create=False)
+        db = Database.open(database_url(None, data.database))
+        try:
+            db.update_settings("primary", {"ipp_authentication_required": True})
+        finally:
+            db.close()
+        time.sleep(2.5)  # the server re-reads settings every 2 s
+        status, _ = ipp_request(srv, new_request(Operation.PRINT_JOB, srv), b"data")
+        assert status == 401
+        assert jobs_in(srv.data_dir) == []
+        uri = queue_uri(srv).replace("://", "://admin:s3cret-pw@", 1)
+        result = ipptool.run(uri, "print-job-hold.test", suites, "-f", "document-a4.pdf")
+        assert result.steps and result.failed == [], [(s.name, s.errors) for s in result.failed]
+        [job] = jobs_in(srv.data_dir)
+        assert job.owner == "admin"  # the authenticated user, whatever the client claims
+        attrs = ipptool.run(uri, "get-printer-attributes.test", suites)
+        assert b"<string>basic</string>" in attrs.stdout
+    finally:
+        assert srv.stop() == 0

@@ -40,6 +40,7 @@ def test_defaults() -> None:
         "spool_file_encryption": True,
         "print_archiving": False,
         "hold_timeout_minutes": 240,
+        "ipp_authentication_required": False,
     }
 
 
@@ -92,6 +93,7 @@ def test_validate_returns_the_full_new_settings() -> None:
         "spool_file_encryption": False,
         "print_archiving": False,
         "hold_timeout_minutes": 10,
+        "ipp_authentication_required": False,
     }
 
 
@@ -186,6 +188,7 @@ def test_update_persists_across_restart(db_path: Path) -> None:
             "spool_file_encryption": False,
             "print_archiving": True,
             "hold_timeout_minutes": 240,
+            "ipp_authentication_required": False,
         }
     with Database.open(url) as second:
         assert second.get_settings("primary") == new

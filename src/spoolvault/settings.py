@@ -86,6 +86,7 @@ _FALSE = frozenset({"false", "no", "off", "0"})
 
 SPOOL_FILE_ENCRYPTION = "spool_file_encryption"
 PRINT_ARCHIVING = "print_archiving"
+IPP_AUTHENTICATION_REQUIRED = "ipp_authentication_required"
 HOLD_TIMEOUT_MINUTES = "hold_timeout_minutes"
 
 SETTINGS: tuple[Setting, ...] = (
@@ -116,6 +117,16 @@ SETTINGS: tuple[Setting, ...] = (
         min=1,
         max=525_600,
         label="Hold timeout (minutes)",
+    ),
+    Setting(
+        IPP_AUTHENTICATION_REQUIRED,
+        bool,
+        False,
+        "Require a spoolvault user name and password (HTTP Basic, over IPPS where "
+        "possible) to print to the hold queues over IPP. Off, the job owner is the "
+        "requesting-user-name the client sends; release still needs the owner's "
+        "credentials at the printer.",
+        label="Require authentication to print (IPP)",
     ),
 )
 

@@ -52,6 +52,7 @@ from spoolvault.jobs.service import (
     pin_digest,
 )
 from spoolvault.runtime import Runtime
+from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
 
 log = logging.getLogger(__name__)
 T = ValueTag
@@ -60,6 +61,7 @@ SUPPORTED_VERSIONS = {(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)}
 DEFAULT_QUEUE = "secure"
 ANONYMOUS = "anonymous"
 AUTH_CACHE_SECONDS = 60.0
+SETTINGS_TTL = 2.0
 
 
 class IppError(Exception):
@@ -143,6 +145,15 @@ class IppServer:
             DEFAULT_QUEUE: A.Queue(DEFAULT_QUEUE, "Secure print: release your jobs at any printer"),
         }
         self._auth_cache: dict[str, tuple[str, float]] = {}
+        self._settings: tuple[dict[str, object], float] = ({}, 0.0)
+
+    async def settings(self) -> dict[str, object]:
+        """The primary server's settings, re-read at most every SETTINGS_TTL seconds."""
+        values, expires = self._settings
+        if expires <= time.monotonic():
+            values = await anyio.to_thread.run_sync(self.rt.db.get_settings)
+            self._settings = (values, time.monotonic() + SETTINGS_TTL)
+        return values
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -155,7 +166,11 @@ class IppServer:
             )
         try:
             user = await self._authenticate(request)
+            if user is None and (await self.settings())[IPP_AUTHENTICATION_REQUIRED]:
+                raise IppError(Status.CLIENT_ERROR_NOT_AUTHENTICATED, "authentication required")
         except IppError:
+            # RFC 8010 §4.2: authentication happens at the HTTP layer; clients (lp, macOS)
+            # ask the user for a password on this challenge.
             return PlainTextResponse(
                 "Unauthorized\n", 401, headers={"WWW-Authenticate": 'Basic realm="spoolvault"'}
             )
@@ -650,9 +665,12 @@ async def get_printer_attributes(srv: IppServer, ctx: Context) -> IppMessage:
     )
     uri = ctx.printer_uri(queue.name)
     secure = uri.startswith("ipps://")
+    auth = (
+        "basic" if (await srv.settings())[IPP_AUTHENTICATION_REQUIRED] else "requesting-user-name"
+    )
     group = A.printer_attributes(
         queue,
-        uris=[(uri, "tls" if secure else "none", "requesting-user-name")],
+        uris=[(uri, "tls" if secure else "none", auth)],
         state=PrinterState.IDLE,
         queued=queued,
         up_since=srv.started,
