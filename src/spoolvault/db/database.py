@@ -65,6 +65,10 @@ _MIGRATION_LOCK_KEY: Final = 0x73706F6F6C7661  # "spoolva"
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 
 
+class UserExists(ClientError):
+    """A user of that name exists already (HTTP 409)."""
+
+
 class UnknownServer(ClientError):
     """No primary or site server of that name (HTTP 404)."""
 
@@ -310,6 +314,23 @@ class Database:
             return set(s.scalars(query))
 
     # -- users -------------------------------------------------------------------------
+
+    def add_user(self, username: str, password: str | None, *, is_admin: bool = False) -> User:
+        """Create a local user (argon2id password hash; None: no password login)."""
+        if not username or len(username) > 255 or username != username.strip():
+            raise ClientError("a user name is 1 to 255 characters without surrounding spaces")
+        if password is not None and len(password) < 8:
+            raise ClientError("a password has at least 8 characters")
+        hashed = _hasher.hash(password) if password is not None else None
+        user = User(
+            username=username, password_hash=hashed, is_admin=is_admin, created_at=self.clock()
+        )
+        try:
+            with self.session() as s:
+                s.add(user)
+        except IntegrityError:
+            raise UserExists(f"a user named {username!r} exists already") from None
+        return user
 
     def ensure_admin(self, password: str | None) -> str | None:
         """Create the ``admin`` user on first start; return its password only if generated.

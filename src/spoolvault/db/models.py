@@ -97,6 +97,14 @@ class JobState(StrEnum):
 FILE_STATES: frozenset[JobState] = frozenset({JobState.HELD, JobState.RELEASING, JobState.FAILED})
 
 
+class PrinterMode(StrEnum):
+    """How a printer's own queue (``/printers/<name>``) treats jobs."""
+
+    HOLD = "hold"  # held until the owner releases it (the default)
+    ADMIN_RELEASE = "admin-release"  # held until an administrator releases it
+    DIRECT = "direct"  # no hold: released to the printer as soon as it is spooled
+
+
 class ServerKind(StrEnum):
     """The role of a server in a multi-server installation."""
 
@@ -159,6 +167,9 @@ class Job(Base):
     attributes: Mapped[str] = mapped_column(Text, default="[]")
     originating_host: Mapped[str | None] = mapped_column(String)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Where it was (or is being) released, and the job-id the printer gave it.
+    printer: Mapped[str | None] = mapped_column(String(64))
+    printer_job_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     server: Mapped[str] = mapped_column(String, default="primary")
@@ -205,6 +216,27 @@ class Job(Base):
             f"Job(id={self.id}, owner={self.owner!r}, state={self.state}, "
             f"encrypted={self.encrypted}, spool_name={self.spool_name})"
         )
+
+
+class Printer(Base):
+    """A printer jobs are released to, with its own queue ``/printers/<name>``."""
+
+    __tablename__ = "printers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    uri: Mapped[str] = mapped_column(String)  # ipp://, ipps://, socket://, lpd://
+    mode: Mapped[PrinterMode] = mapped_column(
+        _str_enum(PrinterMode, "printer_mode"), default=PrinterMode.HOLD
+    )
+    block_release_on_error: Mapped[bool] = mapped_column(default=False)
+    # Find-Me: a job on a virtual queue can be released at any printer of the queue's group.
+    group: Mapped[str] = mapped_column(String(64), default="default")
+    snmp_community: Mapped[str | None] = mapped_column(String)  # SNMP health when set
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Printer(name={self.name!r}, uri={self.uri!r}, mode={self.mode})"
 
 
 class Server(Base):

@@ -2,9 +2,9 @@
 
 Each queue is one service instance, ``spoolvault <queue> @ <host>``, of type ``_ipp._tcp``,
 or ``_ipps._tcp`` when the port speaks TLS, with the ``_print`` subtype that IPP
-Everywhere clients browse (PWG 5100.14 §4.2.1) and the ``_universal`` subtype that
-AirPrint clients browse, and a TXT record (PWG 5100.14 §4.2.3, Bonjour Printing
-Specification §9) built from the queue's own Get-Printer-Attributes answer, so that the
+Everywhere clients browse (PWG 5100.14 §4.2) and the ``_universal`` subtype that
+AirPrint clients browse, and a TXT record (PWG 5100.14 §4.2, Bonjour Printing
+Specification) built from the queue's own Get-Printer-Attributes answer, so that the
 two cannot disagree. See docs/discovery.md.
 
 CUPS and pappl advertise ``_ipp._tcp`` and ``_ipps._tcp`` on one port because their port
@@ -54,18 +54,18 @@ log = logging.getLogger(__name__)
 
 IPP = "_ipp._tcp.local."
 IPPS = "_ipps._tcp.local."
-# PWG 5100.14 §4.2.1: IPP Everywhere clients browse _print; AirPrint clients _universal.
+# PWG 5100.14 §4.2: IPP Everywhere clients browse _print; AirPrint clients _universal.
 SUBTYPES = ("_print", "_universal")
 PRODUCT = "(spoolvault)"  # Bonjour Printing Specification: the PostScript product string
 TLS_VERSION = "1.2"  # the version pappl advertises; Python's ssl takes 1.2 and 1.3
-KIND = "document"  # printer-kind (PWG 5100.14 §4.2.3)
+KIND = "document"  # printer-kind (PWG 5100.14 §4.2)
 # Apple raster capabilities, used while the queue's attributes have no urf-supported:
 # version 1.4, copies, normal duplex back side, draft/normal/high quality, 300 and 600
 # dpi, 24-bit sRGB and 8-bit grey: what attributes.py says the queue takes.
 URF_DEFAULT = ("V1.4", "CP1", "DM1", "PQ3-4-5", "RS300-600", "SRGB24", "W8")
 # pdl lists these first, so that a cut (255 bytes) drops legacy formats, not these.
 PDL_FIRST = ("application/pdf", "image/urf", "image/pwg-raster", "image/jpeg")
-# PWG 5100.14 §4.2.3 PaperMax: the widest media, in hundredths of millimetres.
+# PWG 5100.14 §4.2 PaperMax: the widest media, in hundredths of millimetres.
 PAPER_MAX = ((21000, "<legal-A4"), (29700, "legal-A4"), (42000, "tabloid-A3"), (59400, "isoC-A2"))
 
 MDNS_PORT = 5353
@@ -126,7 +126,7 @@ def _join_whole(key: str, items: Iterable[str]) -> str:
 
 
 def _paper_max(widths: Iterable[int]) -> str:
-    """The PaperMax keyword for the widest media (PWG 5100.14 §4.2.3)."""
+    """The PaperMax keyword for the widest media (PWG 5100.14 §4.2)."""
     widest = max(widths, default=0)
     for limit, name in PAPER_MAX:
         if widest < limit:
@@ -135,7 +135,7 @@ def _paper_max(widths: Iterable[int]) -> str:
 
 
 def txt_record(queue: A.Queue, *, tls: bool, admin_url: str) -> dict[str, str]:
-    """The TXT keys of one queue (PWG 5100.14 §4.2.3), from its printer attributes."""
+    """The TXT keys of one queue (PWG 5100.14 §4.2), from its printer attributes."""
     now = datetime.now(UTC)
     scheme = "ipps" if tls else "ipp"
     attrs = A.printer_attributes(
@@ -284,8 +284,10 @@ def _hear_only_joined_groups(zc: AsyncZeroconf) -> None:
             if sock.family == socket.AF_INET6
             else (socket.IPPROTO_IP, IP_MULTICAST_ALL)
         )
-        with contextlib.suppress(OSError):  # kernels before 4.20 lack the IPv6 option
+        try:
             sock.setsockopt(level, option, 0)
+        except OSError as exc:  # kernels before 4.20 lack the IPv6 option
+            log.debug("DNS-SD: cannot limit %s to its own groups: %s", sock, exc)
 
 
 def _pointers(subtypes: Iterable[ServiceInfo], ttl: int | None) -> DNSOutgoing:

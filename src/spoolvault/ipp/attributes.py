@@ -115,6 +115,7 @@ class Queue:
     info: str
     location: str = ""
     uuid: str = ""
+    mode: str = "hold"  # hold, admin-release or direct (a printer's own queue)
 
     def printer_uuid(self) -> str:
         return self.uuid or f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'spoolvault:' + self.name)}"

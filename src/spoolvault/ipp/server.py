@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import anyio.to_thread
@@ -42,6 +42,7 @@ from spoolvault.ipp.codec import (
     encode,
 )
 from spoolvault.ipp.constants import GroupTag, Operation, PrinterState, Status, ValueTag
+from spoolvault.jobs.release import ReleaseService
 from spoolvault.jobs.service import (
     FINISHED_STATES,
     JobNotFound,
@@ -49,8 +50,10 @@ from spoolvault.jobs.service import (
     JobService,
     Submission,
     hash_pin,
+    in_thread,
     pin_digest,
 )
+from spoolvault.printers.registry import find_printer
 from spoolvault.runtime import Runtime
 from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
 
@@ -136,9 +139,18 @@ def _requested(ctx: Context) -> list[str] | None:
 class IppServer:
     """The IPP front end over the job service."""
 
-    def __init__(self, rt: Runtime, jobs: JobService, *, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        jobs: JobService,
+        *,
+        release: ReleaseService | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.rt = rt
         self.jobs = jobs
+        self.release = release
+        self._direct: set[asyncio.Task[None]] = set()
         self.limits = limits or Limits()
         self.started = datetime.now(UTC)
         self.queues = {
@@ -237,7 +249,7 @@ class IppServer:
                     Status.SERVER_ERROR_OPERATION_NOT_SUPPORTED,
                     f"operation 0x{msg.code:04x} is not supported",
                 )
-            ctx.queue = self._target_queue(ctx)
+            ctx.queue = await self._target_queue(ctx)
             resp = await handler(self, ctx)
         except IppError as exc:
             resp = _response(ctx, exc.status, exc.message)
@@ -307,7 +319,7 @@ class IppServer:
             ):
                 raise IppError(Status.CLIENT_ERROR_BAD_REQUEST, f"{attr.name} is malformed")
 
-    def _target_queue(self, ctx: Context) -> A.Queue | None:
+    async def _target_queue(self, ctx: Context) -> A.Queue | None:
         """The queue named by printer-uri (or job-uri's job), else the HTTP path's."""
         uri = ctx.op.get("printer-uri")
         if uri is None:
@@ -323,8 +335,29 @@ class IppServer:
             raise IppError(Status.CLIENT_ERROR_NOT_FOUND, f"no printer at {uri.value}")
         queue = self.queues.get(name)
         if queue is None:
-            raise IppError(Status.CLIENT_ERROR_NOT_FOUND, f"no queue named {name!r}")
+            printer = await in_thread(find_printer, self.rt.db, name)
+            if printer is None:
+                raise IppError(Status.CLIENT_ERROR_NOT_FOUND, f"no queue named {name!r}")
+            queue = A.Queue(
+                printer.name, f"{printer.name} ({printer.mode.value})", mode=printer.mode.value
+            )
         return queue
+
+    def release_direct(self, job: Job) -> None:
+        """A direct queue does not hold: release the job to its printer now, in the background."""
+        if self.release is None:
+            return
+        release = self.release
+
+        async def run() -> None:
+            try:
+                await release.release(job.id, job.queue, actor="direct queue", is_admin=True)
+            except Exception as exc:
+                log.warning("direct job %d not printed: %s", job.id, exc)
+
+        task = asyncio.create_task(run())
+        self._direct.add(task)
+        task.add_done_callback(self._direct.discard)
 
     # -- helpers shared by handlers --------------------------------------------------
 
@@ -504,6 +537,8 @@ class IppServer:
 async def print_job(srv: IppServer, ctx: Context) -> IppMessage:
     sub = srv._submission(ctx)
     job = await srv.jobs.submit(sub, ctx.document)
+    if ctx.queue is not None and ctx.queue.mode == "direct":
+        srv.release_direct(job)
     log.info(
         "job %d held for %s on %s (%d bytes%s)",
         job.id,
@@ -547,6 +582,8 @@ async def send_document(srv: IppServer, ctx: Context) -> IppMessage:
         )
     sub = Submission(owner=job.owner, queue=job.queue, document_format=document_format)
     job = await srv.jobs.add_document(job.id, sub, ctx.document)
+    if ctx.queue is not None and ctx.queue.mode == "direct":
+        srv.release_direct(job)
     return srv._job_created_response(ctx, job)
 
 
@@ -769,18 +806,3 @@ def _ipp_response(msg: IppMessage) -> Response:
         err.operation.add("attributes-natural-language", T.NATURAL_LANGUAGE, "en")
         body = encode(err)
     return Response(body, media_type="application/ipp")
-
-
-async def expire_incoming(jobs: JobService, every: float = 10.0) -> None:
-    """Abort Create-Job jobs whose Send-Document never came (multiple-operation-time-out)."""
-    timeout = timedelta(seconds=A.MULTIPLE_OPERATION_TIME_OUT)
-    while True:
-        try:
-            n = await anyio.to_thread.run_sync(jobs.abort_stale_incoming, timeout)
-            if n:
-                log.info("aborted %d jobs whose document never arrived", n)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("expiring incoming jobs failed")
-        await asyncio.sleep(every)

@@ -35,6 +35,7 @@ from spoolvault.db import Database, Job, JobState
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ClientError, SpoolError
 from spoolvault.jobs.pages import PageCounter
+from spoolvault.settings import HOLD_TIMEOUT_MINUTES
 from spoolvault.spool.store import SpoolFile, SpoolStore, SpoolWriter
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,38 @@ class JobService:
                 log.error("job %d cancelled, but its spool file %s remains: %s", job_id, name, exc)
         return job
 
+    def expire_held(self, batch: int = 500) -> int:
+        """Cancel and crypto-shred held jobs older than the hold timeout; return how many.
+
+        One indexed query (state, created_at) finds them however many jobs are held; the
+        clock is injectable so tests can move time.
+        """
+        minutes = int(self.db.get_settings()[HOLD_TIMEOUT_MINUTES])
+        cutoff = self.clock() - timedelta(minutes=minutes)
+        expired = 0
+        while True:
+            with self.db.session(write=False) as s:
+                ids = list(
+                    s.scalars(
+                        select(Job.id)
+                        .where(Job.state == JobState.HELD.value, Job.created_at < cutoff)
+                        .order_by(Job.created_at)
+                        .limit(batch)
+                    )
+                )
+            for job_id in ids:
+                try:
+                    self.cancel(
+                        job_id,
+                        state=JobState.EXPIRED,
+                        reason=f"not released within {minutes} minutes",
+                    )
+                    expired += 1
+                except (JobNotFound, JobNotPossible):
+                    continue  # released or cancelled meanwhile
+            if len(ids) < batch:
+                return expired
+
     def abort_stale_incoming(self, older_than: timedelta) -> int:
         """Abort Create-Job jobs whose document never came (multiple-operation-time-out)."""
         cutoff = self.clock() - older_than
@@ -351,3 +384,27 @@ class JobService:
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def housekeeping(
+    jobs: JobService, *, incoming_timeout: timedelta, every: float = 10.0
+) -> None:
+    """The one scheduler for time-based job changes (never a task per job): abort Create-Job
+    jobs whose document never came, expire held jobs past the hold timeout."""
+    steps: list[tuple[Callable[[], int], str]] = [
+        (
+            lambda: jobs.abort_stale_incoming(incoming_timeout),
+            "aborted %d jobs whose document never arrived",
+        ),
+        (jobs.expire_held, "expired %d held jobs (hold timeout)"),
+    ]
+    while True:
+        for step, message in steps:
+            try:
+                if n := await in_thread(step):
+                    log.info(message, n)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job housekeeping failed")
+        await asyncio.sleep(every)

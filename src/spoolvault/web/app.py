@@ -5,22 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from spoolvault import __version__
+from spoolvault.api.app import create_api
 from spoolvault.errors import SpoolvaultError
-from spoolvault.ipp.server import IppServer, expire_incoming
-from spoolvault.jobs.service import JobService
+from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
+from spoolvault.ipp.server import IppServer
+from spoolvault.jobs.release import ReleaseService
+from spoolvault.jobs.service import JobService, housekeeping, in_thread
 from spoolvault.netaddr import HostPort
 from spoolvault.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def _health(rt: Runtime) -> dict[str, object]:
@@ -54,7 +61,9 @@ def create_app(
 ) -> Starlette:
     """Build the ASGI app over an opened runtime; its lifespan runs the other listeners."""
     jobs = JobService(rt.db, rt.store)
-    ipp = IppServer(rt, jobs)
+    release = ReleaseService(jobs)
+    ipp = IppServer(rt, jobs, release=release)
+    api = create_api(jobs, release)
 
     async def health(request: Request) -> Response:
         try:
@@ -76,9 +85,33 @@ def create_app(
             f"<table>{rows}</table></body></html>"
         )
 
+    async def queue_page(request: Request) -> Response:
+        """printer-more-info of a queue: what it is and how to print to it."""
+        name = html.escape(request.path_params["queue"])
+        scheme = "ipps" if request.url.scheme == "https" else "ipp"
+        uri = html.escape(
+            f"{scheme}://{request.url.netloc}/printers/{request.path_params['queue']}"
+        )
+        return HTMLResponse(
+            "<!doctype html><html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width'>"
+            f"<title>{name} - spoolvault</title></head><body><h1>{name}</h1>"
+            f"<p>Print to <code>{uri}</code>. Your jobs are held, encrypted, until you "
+            "release them at a printer.</p></body></html>"
+        )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(expire_incoming(jobs))
+        interrupted = await in_thread(release.recover_interrupted)
+        if interrupted:
+            log.warning(
+                "%d jobs were being sent when the server stopped; kept as failed "
+                "(they may have printed)",
+                interrupted,
+            )
+        task = asyncio.create_task(
+            housekeeping(jobs, incoming_timeout=timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT))
+        )
         servers: list[asyncio.AbstractServer] = []
         advertiser = None
         try:
@@ -120,8 +153,10 @@ def create_app(
             Route("/api/v1/health", health),
             Route("/ipp/print", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", ipp_post, methods=["POST"]),
+            Route("/printers/{queue}", queue_page, methods=["GET"]),
             Route("/jobs", ipp_post, methods=["POST"]),
             Route("/jobs/{job_id}", ipp_post, methods=["POST"]),
+            Mount("/api/v1", app=api),
         ],
         lifespan=lifespan,
     )

@@ -30,6 +30,7 @@ JOB_STATES = (
     "aborted",
 )
 SERVER_KINDS = ("primary", "site")
+PRINTER_MODES = ("hold", "admin-release", "direct")
 
 
 def upgrade() -> None:
@@ -59,6 +60,8 @@ def upgrade() -> None:
         sa.Column("attributes", sa.Text(), nullable=False),
         sa.Column("originating_host", sa.String(), nullable=True),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("printer", sa.String(length=64), nullable=True),
+        sa.Column("printer_job_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("server", sa.String(), nullable=False),
@@ -70,6 +73,29 @@ def upgrade() -> None:
     op.create_index("ix_jobs_state_created_at", "jobs", ["state", "created_at"], unique=False)
     op.create_index(op.f("ix_jobs_spool_name"), "jobs", ["spool_name"], unique=True)
 
+    op.create_table(
+        "printers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("uri", sa.String(), nullable=False),
+        sa.Column(
+            "mode",
+            sa.Enum(
+                *PRINTER_MODES,
+                name="printer_mode",
+                native_enum=False,
+                create_constraint=True,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("block_release_on_error", sa.Boolean(), nullable=False),
+        sa.Column("group", sa.String(length=64), nullable=False),
+        sa.Column("snmp_community", sa.String(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_printers")),
+        sa.UniqueConstraint("name", name=op.f("uq_printers_name")),
+    )
     servers = op.create_table(
         "servers",
         sa.Column("name", sa.String(length=64), nullable=False),
@@ -120,6 +146,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("printers")
     op.drop_table("users")
     op.drop_table("server_settings")
     op.drop_table("servers")

@@ -1,0 +1,288 @@
+"""The REST API under /api/v1 (CONTRACT.md), with its OpenAPI document at /api/v1/openapi.json.
+
+Administration uses HTTP Basic with an administrator's password; release stations open a
+session with the user's own credentials and send ``Authorization: Bearer <token>``.
+Every error is a JSON body with a ``detail`` a person can read.
+"""
+
+# No "from __future__ import annotations": FastAPI must see the real objects in the
+# annotations of the handlers below (closures over this module's dependencies).
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from spoolvault import __version__
+from spoolvault.db import Job, JobState, Printer, User, UserExists
+from spoolvault.errors import ClientError
+from spoolvault.jobs.release import (
+    PrinterBlocked,
+    PrinterNotFound,
+    ReleaseFailed,
+    ReleaseRefused,
+    ReleaseService,
+)
+from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
+from spoolvault.printers.registry import InvalidPrinter, PrinterExists, add_printer, list_printers
+from spoolvault.settings import InvalidSetting, SettingsConflict
+
+SESSION_SECONDS = 300  # a release station session: long enough to pick jobs, no longer
+
+_basic = HTTPBasic(auto_error=False, realm="spoolvault")
+_bearer = HTTPBearer(auto_error=False)
+
+
+class PrinterIn(BaseModel):
+    name: str
+    uri: str
+    block_release_on_error: bool = False
+    mode: Literal["hold", "admin-release", "direct"] = "hold"
+    group: str = "default"
+    snmp_community: str | None = None
+
+
+class UserIn(BaseModel):
+    username: str
+    password: str | None = None
+    card_number: str | None = None
+    pin: str | None = None
+
+
+class UserOut(BaseModel):
+    username: str
+    is_admin: bool
+
+
+class PrinterOut(BaseModel):
+    name: str
+    uri: str
+    block_release_on_error: bool
+    mode: str
+    group: str
+    queue: str
+
+
+class JobOut(BaseModel):
+    id: int
+    owner: str
+    title: str
+    queue: str
+    state: str
+    state_reason: str | None
+    size: int
+    pages: int | None
+    encrypted: bool
+    created: datetime
+    printer: str | None
+
+
+class SessionIn(BaseModel):
+    username: str
+    password: str
+
+
+class SessionOut(BaseModel):
+    token: str
+    expires_in: int
+
+
+class ReleaseIn(BaseModel):
+    printer: str = Field(description="The printer to print on (its name).")
+
+
+class ReleaseOut(BaseModel):
+    job: JobOut
+    printer_job_id: int | None
+    detail: str
+
+
+def _job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        owner=job.owner,
+        title=job.title,
+        queue=job.queue,
+        state=job.state.value,
+        state_reason=job.state_reason,
+        size=job.size,
+        pages=job.pages,
+        encrypted=job.encrypted,
+        created=job.created_at,
+        printer=job.printer,
+    )
+
+
+def _printer_out(p: Printer) -> PrinterOut:
+    return PrinterOut(
+        name=p.name,
+        uri=p.uri,
+        block_release_on_error=p.block_release_on_error,
+        mode=p.mode.value,
+        group=p.group,
+        queue=f"/printers/{p.name}",
+    )
+
+
+@dataclass
+class _Session:
+    username: str
+    expires: float
+
+
+def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
+    """The /api/v1 application (mounted by web.app)."""
+    db = jobs.db
+    sessions: dict[str, _Session] = {}
+    api = FastAPI(
+        title="spoolvault",
+        version=__version__,
+        description="Secure print release: held jobs, printers, release stations.",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @api.exception_handler(ClientError)
+    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
+        status = 400
+        if isinstance(exc, JobNotFound | PrinterNotFound):
+            status = 404
+        elif isinstance(
+            exc, PrinterBlocked | SettingsConflict | PrinterExists | JobNotPossible | UserExists
+        ):
+            status = 409
+        elif isinstance(exc, InvalidPrinter | InvalidSetting):
+            status = 422
+        elif isinstance(exc, ReleaseRefused):
+            status = 409
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @api.exception_handler(ReleaseFailed)
+    async def release_failed(request: Request, exc: ReleaseFailed) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=502)
+
+    def _user(username: str) -> User | None:
+        with db.session(write=False) as s:
+            return s.scalar(select(User).where(User.username == username))
+
+    async def admin(
+        creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+    ) -> str:
+        unauthorized = HTTPException(
+            401, "administrator credentials required", {"WWW-Authenticate": "Basic"}
+        )
+        if creds is None:
+            raise unauthorized
+        ok = await in_thread(db.verify_password, creds.username, creds.password)
+        user = await in_thread(_user, creds.username) if ok else None
+        if user is None or not user.is_admin:
+            raise unauthorized
+        return creds.username
+
+    async def station_user(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> str:
+        session = sessions.get(creds.credentials) if creds else None
+        if session is None or session.expires < time.monotonic():
+            raise HTTPException(
+                401, "log in at the release station first (session missing or expired)"
+            )
+        return session.username
+
+    # -- administration ----------------------------------------------------------------
+
+    @api.post("/printers", status_code=201, response_model=PrinterOut)
+    async def create_printer(body: PrinterIn, _: Annotated[str, Depends(admin)]) -> PrinterOut:
+        printer = await in_thread(lambda: add_printer(db, **body.model_dump()))
+        return _printer_out(printer)
+
+    @api.get("/printers", response_model=list[PrinterOut])
+    async def get_printers(_: Annotated[str, Depends(admin)]) -> list[PrinterOut]:
+        return [_printer_out(p) for p in await in_thread(list_printers, db)]
+
+    @api.post("/users", status_code=201, response_model=UserOut)
+    async def create_user(body: UserIn, _: Annotated[str, Depends(admin)]) -> UserOut:
+        if body.card_number is not None or body.pin is not None:
+            raise HTTPException(422, "cards and PINs are not supported by this version yet")
+        user = await in_thread(db.add_user, body.username, body.password)
+        return UserOut(username=user.username, is_admin=user.is_admin)
+
+    @api.get("/jobs", response_model=list[JobOut])
+    async def get_jobs(_: Annotated[str, Depends(admin)]) -> list[JobOut]:
+        return [_job_out(j) for j in await in_thread(lambda: jobs.list(newest_first=True))]
+
+    @api.get("/servers/{name}/settings")
+    async def get_settings(name: str, _: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        return await in_thread(db.get_settings, name)
+
+    @api.patch("/servers/{name}/settings")
+    async def patch_settings(
+        name: str, changes: dict[str, Any], _: Annotated[str, Depends(admin)]
+    ) -> dict[str, Any]:
+        return await in_thread(db.update_settings, name, changes)
+
+    # -- release stations --------------------------------------------------------------
+
+    @api.post("/release/session", response_model=SessionOut)
+    async def open_session(body: SessionIn) -> SessionOut:
+        if not await in_thread(db.verify_password, body.username, body.password):
+            # One answer for unknown users and wrong passwords: no user enumeration.
+            raise HTTPException(401, "wrong user name or password")
+        token = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        for key in [k for k, v in sessions.items() if v.expires < now]:
+            del sessions[key]
+        sessions[token] = _Session(body.username, now + SESSION_SECONDS)
+        return SessionOut(token=token, expires_in=SESSION_SECONDS)
+
+    @api.get("/release/jobs", response_model=list[JobOut])
+    async def my_jobs(user: Annotated[str, Depends(station_user)]) -> list[JobOut]:
+        held = await in_thread(
+            lambda: jobs.list(owner=user, states=[JobState.HELD, JobState.FAILED])
+        )
+        return [_job_out(j) for j in held]
+
+    async def own_job(job_id: int, user: str) -> Job:
+        try:
+            job = await in_thread(jobs.get, job_id)
+        except JobNotFound:
+            job = None
+        if job is None or job.owner != user:
+            # The same answer whether the job does not exist or is someone else's.
+            raise HTTPException(404, f"you have no job {job_id}")
+        return job
+
+    @api.post("/release/jobs/{job_id}", response_model=ReleaseOut)
+    async def release_job(
+        job_id: int, body: ReleaseIn, user: Annotated[str, Depends(station_user)]
+    ) -> ReleaseOut:
+        await own_job(job_id, user)
+        done = await release.release(job_id, body.printer, actor=user)
+        return ReleaseOut(
+            job=_job_out(done.job),
+            printer_job_id=done.delivered.printer_job_id,
+            detail=done.delivered.detail,
+        )
+
+    @api.delete("/release/jobs/{job_id}", response_model=JobOut)
+    async def cancel_job(job_id: int, user: Annotated[str, Depends(station_user)]) -> JobOut:
+        await own_job(job_id, user)
+        job = await in_thread(
+            lambda: jobs.cancel(job_id, reason=f"cancelled by {user} at a release station")
+        )
+        return _job_out(job)
+
+    return api

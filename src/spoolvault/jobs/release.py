@@ -1,0 +1,247 @@
+"""Release: a held job goes to a printer, at most once.
+
+    held/failed --(claim)--> releasing --deliver--> printed (file crypto-shredded)
+                                 |                 \\-> held again, with the reason (not accepted)
+                                 |                 \\-> failed, "may have printed" (uncertain)
+                                 \\--(whole file fails authentication)--> failed, kept for an admin
+
+Order of checks (DESIGN.md): the printer's health first when it blocks on error (Fast
+Release never blocks), then the whole spool file is verified before any byte reaches the
+printer, so a tampered, truncated or undecryptable file never produces a partial or
+zero-byte job. The claim (held -> releasing) is one conditional UPDATE, so two release
+stations racing for one job cannot both send it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+
+from spoolvault.db import Job, JobState, Printer
+from spoolvault.db.models import PrinterMode, utcnow
+from spoolvault.errors import ClientError, SpoolError, SpoolvaultError
+from spoolvault.ipp.attributes import attributes_from_json
+from spoolvault.jobs.service import JobNotFound, JobService, in_thread
+from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
+from spoolvault.printers.health import Health, HealthCache, check
+from spoolvault.printers.registry import find_printer
+
+log = logging.getLogger(__name__)
+
+RELEASABLE = (JobState.HELD, JobState.FAILED)
+_STREAM_BATCH = 1 << 20
+# Virtual (Find-Me) queues: their jobs can be released at any printer.
+FIND_ME_QUEUES = frozenset({"secure"})
+
+
+class PrinterNotFound(ClientError):
+    """No printer of that name."""
+
+
+class PrinterBlocked(ClientError):
+    """The printer is in error and blocks release (HTTP 409)."""
+
+    def __init__(self, printer: str, health: Health) -> None:
+        super().__init__(
+            f"printer {printer} is in error and blocks release: {health.message}; "
+            f"your job stays held, release it at another printer or try again later"
+        )
+        self.health = health
+
+
+class ReleaseRefused(ClientError):
+    """The job cannot be released now (state, mode or ownership)."""
+
+
+class ReleaseFailed(SpoolvaultError):
+    """The job did not reach the printer; it is kept with ``reason`` (HTTP 502)."""
+
+    def __init__(self, job_id: int, reason: str) -> None:
+        super().__init__(f"job {job_id} was not printed: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Released:
+    job: Job
+    delivered: Delivered
+
+
+Checker = Callable[[Printer], Awaitable[Health]]
+
+
+class ReleaseService:
+    """Releases held jobs to printers: health gate, verification, delivery, shredding."""
+
+    def __init__(
+        self,
+        jobs: JobService,
+        *,
+        health: HealthCache | None = None,
+        checker: Checker | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.jobs = jobs
+        self.db = jobs.db
+        self.health = health or HealthCache()
+        self.checker = checker or self._check
+        self.clock = clock
+
+    @staticmethod
+    async def _check(printer: Printer) -> Health:
+        return await check(
+            printer.uri,
+            snmp_community=printer.snmp_community or "public",
+            snmp_host=_host_of(printer.uri) if printer.snmp_community else None,
+        )
+
+    # -- printers --------------------------------------------------------------------
+
+    def printer(self, name: str) -> Printer:
+        printer = find_printer(self.db, name)
+        if printer is None:
+            raise PrinterNotFound(f"no printer named {name!r}")
+        return printer
+
+    async def printer_health(self, printer: Printer) -> Health:
+        """Fresh at release time: polled on demand, reused for a couple of seconds."""
+        return await self.health.get(printer.name, lambda: self.checker(printer))
+
+    # -- release ---------------------------------------------------------------------
+
+    async def release(
+        self,
+        job_id: int,
+        printer_name: str,
+        *,
+        actor: str,
+        is_admin: bool = False,
+        fast: bool = False,
+    ) -> Released:
+        """Send one held job to a printer. ``fast`` (Fast Release) ignores printer errors."""
+        printer = await in_thread(self.printer, printer_name)
+        job = await in_thread(self.jobs.get, job_id)
+        if job.state not in RELEASABLE:
+            raise ReleaseRefused(f"job {job_id} is {job.state.value}, not held")
+        queue_printer = None if job.queue in FIND_ME_QUEUES else job.queue
+        if queue_printer is not None and queue_printer != printer.name and not is_admin:
+            raise ReleaseRefused(
+                f"job {job_id} was printed to {queue_printer}'s queue; release it there"
+            )
+        if queue_printer is not None and not is_admin:
+            own = await in_thread(self.printer, queue_printer)
+            if own.mode is PrinterMode.ADMIN_RELEASE:
+                raise ReleaseRefused(f"jobs on {queue_printer} are released by an administrator")
+        if job.spool_name is None or job.size == 0:
+            # Never send a zero-byte job: a printer would eject a blank page or nothing,
+            # and the user would think the document printed.
+            await in_thread(self._mark, job_id, JobState.FAILED, "the job has no document")
+            raise ReleaseFailed(job_id, "the job has no document (empty), it was not sent")
+        if printer.block_release_on_error and not fast:
+            health = await self.printer_health(printer)
+            if health.in_error:
+                raise PrinterBlocked(printer.name, health)
+        spool = self.jobs.store.spool(job.encrypted)
+        name = job.spool_name
+        try:
+            await in_thread(spool.verify, name)
+        except SpoolError as exc:
+            reason = f"spool file cannot be used: {exc}"
+            log.error("job %d: %s; not sent to %s", job_id, reason, printer.name)
+            await in_thread(self._mark, job_id, JobState.FAILED, reason)
+            raise ReleaseFailed(job_id, reason) from None
+        if not await in_thread(self._claim, job_id, printer.name):
+            raise ReleaseRefused(f"job {job_id} is being released elsewhere")
+
+        async def source() -> AsyncIterator[bytes]:
+            # Decrypt in a worker thread, about 1 MiB per hop: the event loop never waits on
+            # the disk or AES, and the thread hops cost nothing next to the network.
+            batches = _batched(spool.read(name))
+            while (batch := await in_thread(next, batches, None)) is not None:
+                yield batch
+
+        try:
+            delivered = await deliver(
+                printer.uri,
+                source,
+                job_name=job.title or f"job {job.id}",
+                user=job.owner,
+                document_format=job.document_format,
+                attributes=attributes_from_json(job.attributes),
+            )
+        except DeliveryFailed as exc:
+            await in_thread(self._mark, job_id, JobState.HELD, f"not printed: {exc}")
+            raise ReleaseFailed(job_id, str(exc)) from None
+        except DeliveryUncertain as exc:
+            reason = f"delivery to {printer.name} uncertain, it may have printed: {exc}"
+            await in_thread(self._mark, job_id, JobState.FAILED, reason)
+            raise ReleaseFailed(job_id, reason) from None
+        except BaseException:
+            await in_thread(self._mark, job_id, JobState.HELD, "release interrupted")
+            raise
+        job = await in_thread(self._printed, job_id, delivered)
+        await in_thread(lambda: spool.delete(name, missing_ok=True))
+        log.info("job %d released by %s to %s (%s)", job_id, actor, printer.name, delivered.detail)
+        return Released(job, delivered)
+
+    def _claim(self, job_id: int, printer: str) -> bool:
+        """held/failed -> releasing, atomically: only one release can win."""
+        with self.db.session() as s:
+            result = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_([st.value for st in RELEASABLE]))
+                .values(state=JobState.RELEASING, printer=printer, updated_at=self.clock())
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def _mark(self, job_id: int, state: JobState, reason: str) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            job.state, job.state_reason, job.updated_at = state, reason[:500], self.clock()
+
+    def _printed(self, job_id: int, delivered: Delivered) -> Job:
+        with self.db.session() as s:
+            job = s.get_one(Job, job_id)
+            now = self.clock()
+            job.state, job.state_reason = JobState.PRINTED, delivered.detail[:500]
+            job.printer_job_id = delivered.printer_job_id
+            job.updated_at = job.completed_at = now
+        return job
+
+    def recover_interrupted(self) -> int:
+        """At start-up: a job left 'releasing' by a crash may have printed; never resend it."""
+        with self.db.session() as s:
+            result = s.execute(
+                update(Job)
+                .where(Job.state == JobState.RELEASING.value)
+                .values(
+                    state=JobState.FAILED,
+                    state_reason="the server stopped while sending this job; it may have "
+                    "printed: check the printer before releasing it again",
+                    updated_at=self.clock(),
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _batched(chunks: Iterator[bytes], size: int = _STREAM_BATCH) -> Iterator[bytes]:
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        if len(buf) >= size:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+def _host_of(uri: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(uri).hostname or ""

@@ -1,0 +1,69 @@
+"""The job service in-process: hold timeouts with an injected clock, cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from spoolvault.db import JobState
+from spoolvault.jobs.service import JobService, Submission
+from spoolvault.runtime import Runtime
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    with Runtime.open(tmp_path / "data", None, create=True) as runtime:
+        yield runtime
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def submit(jobs: JobService, owner: str, data: bytes) -> int:
+    async def go() -> int:
+        job = await jobs.submit(Submission(owner=owner, queue="secure"), _chunks(data))
+        return job.id
+
+    return anyio.run(go)
+
+
+def test_held_jobs_expire_after_the_hold_timeout(rt: Runtime) -> None:
+    clock = Clock()
+    jobs = JobService(rt.db, rt.store, clock=clock)
+    rt.db.update_settings("primary", {"hold_timeout_minutes": 60})
+    old = submit(jobs, "alice", b"old job")
+    clock.now += timedelta(minutes=50)
+    young = submit(jobs, "bob", b"young job")
+    assert jobs.expire_held() == 0  # nothing is 60 minutes old yet
+
+    clock.now += timedelta(minutes=11)  # old: 61 minutes, young: 11 minutes
+    assert jobs.expire_held() == 1
+    expired, kept = jobs.get(old), jobs.get(young)
+    assert expired.state is JobState.EXPIRED and "60 minutes" in (expired.state_reason or "")
+    assert kept.state is JobState.HELD
+    assert expired.spool_name not in rt.store.encrypted.names()  # crypto-shredded
+    assert kept.spool_name in rt.store.encrypted.names()
+
+
+def test_expiry_handles_many_jobs_in_batches(rt: Runtime) -> None:
+    clock = Clock()
+    jobs = JobService(rt.db, rt.store, clock=clock)
+    for i in range(25):
+        submit(jobs, f"user{i}", b"x" * (i + 1))
+    clock.now += timedelta(minutes=241)  # the default timeout is 240 minutes
+    assert jobs.expire_held(batch=7) == 25
+    assert rt.store.encrypted.names() == []
+    assert {j.state for j in jobs.list()} == {JobState.EXPIRED}

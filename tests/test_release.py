@@ -1,0 +1,226 @@
+"""Release, end to end with real peers: IPP in, REST release, ippeveprinter out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import cupsd
+import ippeve
+import ipptool
+from conftest import Server, start_server
+from spoolvault.config import DataDir
+from spoolvault.db import JobState
+from spoolvault.ipp.codec import IppMessage
+from spoolvault.ipp.constants import Operation, Status, ValueTag
+from test_ipp_server import ipp_request, job_group, jobs_in, new_request
+
+pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
+
+ADMIN = ("admin", "admin-pw-123")
+
+
+@pytest.fixture(scope="module")
+def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.Printer]:
+    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve") / "spool")
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Server]:
+    s = start_server(tmp_path / "data", env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]})
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def api(srv: Server) -> httpx.Client:
+    return httpx.Client(base_url=srv.url + "/api/v1", timeout=60)
+
+
+def add_printer(srv: Server, name: str, uri: str, **extra: object) -> None:
+    with api(srv) as c:
+        r = c.post("/printers", json={"name": name, "uri": uri, **extra}, auth=ADMIN)
+        assert r.status_code == 201, r.text
+
+
+def add_user(srv: Server, name: str, password: str = "password-1") -> None:
+    with api(srv) as c:
+        r = c.post("/users", json={"username": name, "password": password}, auth=ADMIN)
+        assert r.status_code == 201, r.text
+
+
+def login(srv: Server, name: str, password: str = "password-1") -> dict[str, str]:
+    with api(srv) as c:
+        r = c.post("/release/session", json={"username": name, "password": password})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def submit(
+    srv: Server, user: str, body: bytes, fmt: str = "text/plain", queue: str = "secure"
+) -> int:
+    req: IppMessage = new_request(Operation.PRINT_JOB, srv, user=user)
+    req.operation.set(
+        "printer-uri", ValueTag.URI, srv.url.replace("http://", "ipp://") + f"/printers/{queue}"
+    )
+    req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, fmt)
+    _, resp = ipp_request(srv, req, body, path=f"/printers/{queue}")
+    assert resp is not None and resp.code == Status.SUCCESSFUL_OK, resp
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None and isinstance(job_id.value, int)
+    return job_id.value
+
+
+def wait_for_files(printer: ippeve.Printer, count: int, timeout: float = 30) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = printer.files()
+        if len(files) >= count:
+            time.sleep(0.3)  # let the last one be written out
+            return printer.files()
+        time.sleep(0.1)
+    raise AssertionError(f"printer has {printer.files()}, expected {count} files")
+
+
+def test_release_arrives_byte_identical_and_the_file_is_shredded(
+    srv: Server, printer: ippeve.Printer
+) -> None:
+    add_printer(srv, "lobby", printer.uri)
+    add_user(srv, "alice")
+    docs = [
+        (ipptool.minimal_pdf(2, marker="release"), "application/pdf"),
+        (b"plain text job\n" * 1000, "text/plain"),
+        # ippeveprinter sniffs application/octet-stream and refuses what it cannot type,
+        # so random bytes go as text/plain (its /bin/cat "prints" them unchanged).
+        (os.urandom(3 << 20), "text/plain"),
+    ]
+    ids = [submit(srv, "alice", body, fmt) for body, fmt in docs]
+    session = login(srv, "alice")
+    before = len(printer.files())
+    with api(srv) as c:
+        mine = c.get("/release/jobs", headers=session).json()
+        assert sorted(j["id"] for j in mine) == sorted(ids)
+        for job_id in ids:
+            r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=session)
+            assert r.status_code == 200, r.text
+            assert r.json()["job"]["state"] == "printed"
+            assert r.json()["printer_job_id"]
+    files = wait_for_files(printer, before + len(docs))
+    arrived = {f.read_bytes() for f in files[before:]} | {f.read_bytes() for f in files}
+    for body, _ in docs:
+        assert body in arrived
+    data = DataDir.open(srv.data_dir, create=False)
+    assert list(data.encrypted_spool.glob("*.spool")) == []  # crypto-shredded after printing
+    assert [j.state for j in jobs_in(srv.data_dir)] == [JobState.PRINTED] * 3
+
+
+def test_user_cannot_release_or_cancel_someone_elses_job(
+    srv: Server, printer: ippeve.Printer
+) -> None:
+    add_printer(srv, "lobby", printer.uri)
+    add_user(srv, "alice")
+    add_user(srv, "bob")
+    job_id = submit(srv, "alice", b"alice's secret")
+    bob = login(srv, "bob")
+    with api(srv) as c:
+        assert c.get("/release/jobs", headers=bob).json() == []
+        r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=bob)
+        assert r.status_code == 404 and "detail" in r.json()
+        assert c.delete(f"/release/jobs/{job_id}", headers=bob).status_code == 404
+        assert c.get("/release/jobs").status_code == 401
+        bad = c.post("/release/session", json={"username": "bob", "password": "wrong-pass"})
+        assert bad.status_code == 401
+    [job] = jobs_in(srv.data_dir)
+    assert job.state is JobState.HELD
+
+
+def test_tampered_spool_file_is_never_sent(srv: Server, printer: ippeve.Printer) -> None:
+    add_printer(srv, "lobby", printer.uri)
+    add_user(srv, "alice")
+    job_id = submit(srv, "alice", os.urandom(200_000))
+    [job] = jobs_in(srv.data_dir)
+    data = DataDir.open(srv.data_dir, create=False)
+    path = data.encrypted_spool / f"{job.spool_name}.spool"
+    raw = bytearray(path.read_bytes())
+    raw[150_000] ^= 0x01
+    path.write_bytes(bytes(raw))
+    before = printer.files()
+    session = login(srv, "alice")
+    with api(srv) as c:
+        r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=session)
+    assert r.status_code == 502
+    assert "cannot be decrypted" in r.json()["detail"]
+    time.sleep(1)
+    assert printer.files() == before  # not one byte reached the printer
+    [job] = jobs_in(srv.data_dir)
+    assert job.state is JobState.FAILED and path.exists()  # kept for an administrator
+
+
+def test_unreachable_printer_blocking_and_not_blocking(srv: Server) -> None:
+    port = cupsd.free_port()  # nothing listens there
+    add_printer(srv, "gone-block", f"ipp://127.0.0.1:{port}/ipp/print", block_release_on_error=True)
+    add_printer(srv, "gone", f"ipp://127.0.0.1:{port}/ipp/print")
+    add_user(srv, "alice")
+    job_id = submit(srv, "alice", b"%PDF-1.4 held\n")
+    session = login(srv, "alice")
+    with api(srv) as c:
+        r = c.post(f"/release/jobs/{job_id}", json={"printer": "gone-block"}, headers=session)
+        assert r.status_code == 409, r.text
+        assert "gone-block" in r.json()["detail"] and "unreachable" in r.json()["detail"]
+        r = c.post(f"/release/jobs/{job_id}", json={"printer": "gone"}, headers=session)
+        assert r.status_code == 502, r.text
+    [job] = jobs_in(srv.data_dir)
+    assert job.state is JobState.HELD and job.state_reason and "not printed" in job.state_reason
+
+
+def test_printer_stopped_in_cupsd_blocks_release(srv: Server) -> None:
+    root = Path(tempfile.mkdtemp(prefix="spoolvault-cupsd-", dir="/var/tmp"))
+    root.chmod(0o755)
+    cups = cupsd.start_cupsd(root)
+    try:
+        cups.run("lpadmin", "-p", "stopped", "-E", "-v", "file:///dev/null", "-m", "raw")
+        cups.run("cupsdisable", "stopped")
+        add_printer(
+            srv, "jammed", f"ipp://{cups.host}/printers/stopped", block_release_on_error=True
+        )
+        add_user(srv, "alice")
+        job_id = submit(srv, "alice", b"%PDF-1.4 waiting\n")
+        session = login(srv, "alice")
+        with api(srv) as c:
+            r = c.post(f"/release/jobs/{job_id}", json={"printer": "jammed"}, headers=session)
+        assert r.status_code == 409, r.text
+        assert "jammed" in r.json()["detail"]
+        [job] = jobs_in(srv.data_dir)
+        assert job.state is JobState.HELD
+    finally:
+        cups.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_direct_queue_prints_without_hold(
+    srv: Server, printer: ippeve.Printer, tmp_path: Path
+) -> None:
+    add_printer(srv, "kiosk", printer.uri, mode="direct")
+    before = len(printer.files())
+    body = ipptool.minimal_pdf(1, marker="direct")
+    job_id = submit(srv, "walk-in", body, "application/pdf", queue="kiosk")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        [job] = jobs_in(srv.data_dir)
+        if job.state not in (JobState.HELD, JobState.RELEASING):
+            break
+        time.sleep(0.2)
+    assert job.id == job_id and job.state is JobState.PRINTED, job.state_reason
+    assert body in {f.read_bytes() for f in wait_for_files(printer, before + 1)}
