@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, ClassVar, Literal, Self
+from typing import BinaryIO, ClassVar, Literal, Self, TypeGuard
 
 from spoolvault.errors import (
     OperatorError,
@@ -175,6 +175,13 @@ _FIRST_BATCH_CHUNKS = 4
 _MAX_BATCH_CHUNKS = 32
 
 
+def _immutable(data: bytes | bytearray | memoryview) -> TypeGuard[bytes | memoryview]:
+    """True if nobody can change these bytes after write() returns."""
+    if isinstance(data, bytes):
+        return True
+    return isinstance(data, memoryview) and isinstance(data.obj, bytes)
+
+
 class _EncryptedWriter(SpoolWriter):
     """Seals chunks into a batch buffer (no per-chunk allocation) and writes whole batches.
 
@@ -206,6 +213,7 @@ class _EncryptedWriter(SpoolWriter):
         self._chunk = spool.chunk_size
         # Holds back up to one chunk: a chunk is sealed only once we know whether it is last.
         self._held = bytearray()
+        self._held_ref: bytes | memoryview | None = None
         self._cap = _FIRST_BATCH_CHUNKS * (self._chunk + fmt.TAG_LEN)
         self._out = bytearray(self._cap)
         self._spare = bytearray()
@@ -251,7 +259,23 @@ class _EncryptedWriter(SpoolWriter):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._check_open()
         self.size += len(data)
-        held, chunk = self._held, self._chunk
+        chunk = self._chunk
+        ref = self._held_ref
+        if ref is not None:
+            if not data:
+                return
+            # More data follows the chunk held by reference: it is not the last one.
+            self._held_ref = None
+            if len(ref) == chunk:
+                self._seal(ref, last=False)
+            else:
+                self._held += ref
+        held = self._held
+        if not held and len(data) <= chunk and _immutable(data):
+            # Hold an immutable buffer by reference rather than copying it: with writes of
+            # one chunk each (the common case), this saves a copy of every byte.
+            self._held_ref = data
+            return
         if len(held) + len(data) <= chunk:
             held += data
             return
@@ -271,7 +295,8 @@ class _EncryptedWriter(SpoolWriter):
             held += view
 
     def _finish(self) -> SpoolFile:
-        self._seal(self._held, last=True)
+        ref, self._held_ref = self._held_ref, None
+        self._seal(ref if ref is not None else self._held, last=True)
         self._held.clear()
         self._flush()
         self._wait()
