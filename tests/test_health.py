@@ -17,7 +17,8 @@ from typing import TypeVar
 import pytest
 
 import cupsd
-from ippeve import Printer, start_printer
+from ippeve import EvePrinter as Printer
+from ippeve import start_printer
 from snmp_fixtures import Snmpd, start_snmpd
 from spoolvault.ipp.codec import IppMessage, decode, encode
 from spoolvault.ipp.constants import GroupTag, Status, ValueTag

@@ -28,8 +28,8 @@ ADMIN = ("admin", "admin-pw-123")
 
 
 @pytest.fixture(scope="module")
-def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.Printer]:
-    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve") / "spool")
+def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
+    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve"))
     try:
         yield p
     finally:
@@ -83,7 +83,7 @@ def submit(
     return job_id.value
 
 
-def wait_for_files(printer: ippeve.Printer, count: int, timeout: float = 30) -> list[Path]:
+def wait_for_files(printer: ippeve.EvePrinter, count: int, timeout: float = 30) -> list[Path]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         files = printer.files()
@@ -95,7 +95,7 @@ def wait_for_files(printer: ippeve.Printer, count: int, timeout: float = 30) -> 
 
 
 def test_release_arrives_byte_identical_and_the_file_is_shredded(
-    srv: Server, printer: ippeve.Printer
+    srv: Server, printer: ippeve.EvePrinter
 ) -> None:
     add_printer(srv, "lobby", printer.uri)
     add_user(srv, "alice")
@@ -127,7 +127,7 @@ def test_release_arrives_byte_identical_and_the_file_is_shredded(
 
 
 def test_user_cannot_release_or_cancel_someone_elses_job(
-    srv: Server, printer: ippeve.Printer
+    srv: Server, printer: ippeve.EvePrinter
 ) -> None:
     add_printer(srv, "lobby", printer.uri)
     add_user(srv, "alice")
@@ -146,7 +146,7 @@ def test_user_cannot_release_or_cancel_someone_elses_job(
     assert job.state is JobState.HELD
 
 
-def test_tampered_spool_file_is_never_sent(srv: Server, printer: ippeve.Printer) -> None:
+def test_tampered_spool_file_is_never_sent(srv: Server, printer: ippeve.EvePrinter) -> None:
     add_printer(srv, "lobby", printer.uri)
     add_user(srv, "alice")
     job_id = submit(srv, "alice", os.urandom(200_000))
@@ -210,7 +210,7 @@ def test_printer_stopped_in_cupsd_blocks_release(srv: Server) -> None:
 
 
 def test_direct_queue_prints_without_hold(
-    srv: Server, printer: ippeve.Printer, tmp_path: Path
+    srv: Server, printer: ippeve.EvePrinter, tmp_path: Path
 ) -> None:
     add_printer(srv, "kiosk", printer.uri, mode="direct")
     before = len(printer.files())

@@ -181,7 +181,14 @@ class ReleaseService:
             await in_thread(self._mark, job_id, JobState.FAILED, reason)
             raise ReleaseFailed(job_id, reason) from None
         except BaseException:
-            await in_thread(self._mark, job_id, JobState.HELD, "release interrupted")
+            # Interrupted (shutdown, a bug) at a moment we cannot place: the printer may
+            # have the whole job. At most once: keep it for a person to decide, never resend.
+            await in_thread(
+                self._mark,
+                job_id,
+                JobState.FAILED,
+                "release interrupted; it may have printed: check the printer first",
+            )
             raise
         job = await in_thread(self._printed, job_id, delivered)
         await in_thread(lambda: spool.delete(name, missing_ok=True))

@@ -45,10 +45,11 @@ Schemes (docs/delivery.md has the details):
 Why our own HTTP/1.1 client and not httpx: delivery must tell "the printer may have the
 whole request" (DeliveryUncertain) from "it cannot have it" (DeliveryFailed), which depends
 on exactly when the terminating chunk went out and what failed after it; httpx reports
-neither precisely. It must also watch for an early answer while it uploads (RFC 9112
-§9.5: a server may answer and close before reading the body, e.g. server-error-busy), and
-stop sending then. A one-request HTTP/1.1 client over asyncio streams is ~150 lines here,
-adds no dependency, and does both exactly.
+neither precisely. It must watch for an early answer while it uploads (RFC 9112 §9.5: a
+server may answer, e.g. server-error-busy, before it read the body) and stop sending then.
+And it must choose how an unfinished request ends (the held-back byte and the RST above),
+which no HTTP library lets a caller do. A one-request HTTP/1.1 client over asyncio streams
+is a few hundred lines here, adds no dependency, and does all three exactly.
 
 Performance: chunks from the source are gathered to WRITE_SIZE (256 KiB) and written with one
 ``transport.write`` each (chunk header and data joined: one copy per byte); the transport's
