@@ -566,7 +566,7 @@ def test_check_socket_and_lpd_printers(agent: Snmpd) -> None:
 def test_check_refuses_what_it_cannot_check() -> None:
     with pytest.raises(ValueError, match="no health check"):
         run(check("usb://printer"))
-    with pytest.raises(ValueError, match="not an ipp"):
+    with pytest.raises(ValueError, match="names no host"):
         run(check("ipp:///no-host"))
 
 

@@ -53,6 +53,7 @@ from pysnmp.proto.rfc1902 import Null, ObjectName  # type: ignore[import-untyped
 from spoolvault.ipp.codec import IppMessage, IppParseError, decode, encode
 from spoolvault.ipp.constants import GroupTag, Operation, PrinterState, Status, ValueTag
 from spoolvault.ipp.constants import status_name as ipp_status_name
+from spoolvault.printers.uri import PrinterUri, parse_printer_uri
 
 __all__ = [
     "DEFAULT_BLOCKING",
@@ -326,32 +327,12 @@ def _tls_context() -> ssl.SSLContext:
     return ctx
 
 
-@dataclass(frozen=True)
-class _Endpoint:
-    """Where an ipp:// or ipps:// URI is served (RFC 3510, RFC 7472: default port 631)."""
-
-    host: str
-    port: int
-    path: str
-    tls: bool
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-def _endpoint(uri: str) -> _Endpoint:
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or 631
-    except ValueError:
-        port = 0
-    if scheme not in ("ipp", "ipps") or not parts.hostname or not port:
+def _endpoint(uri: str) -> PrinterUri:
+    """An ipp:// or ipps:// URI (RFC 3510, RFC 7472: default port 631), or ValueError."""
+    endpoint = parse_printer_uri(uri)
+    if endpoint.scheme not in ("ipp", "ipps"):
         raise ValueError(f"not an ipp:// or ipps:// printer URI: {uri!r}")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Endpoint(parts.hostname, port, path, scheme == "ipps")
+    return endpoint
 
 
 def _ipp_request(uri: str, version: tuple[int, int]) -> bytes:
@@ -429,7 +410,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     return bytes(rest)
 
 
-async def _post(endpoint: _Endpoint, body: bytes, timeout: float) -> tuple[int, bytes]:
+async def _post(endpoint: PrinterUri, body: bytes, timeout: float) -> tuple[int, bytes]:
     """One HTTP/1.1 POST of an IPP request on a connection of its own."""
     reader, writer = await asyncio.open_connection(
         endpoint.host,
@@ -441,7 +422,7 @@ async def _post(endpoint: _Endpoint, body: bytes, timeout: float) -> tuple[int, 
     try:
         head = (
             f"POST {endpoint.path} HTTP/1.1\r\n"
-            f"Host: {endpoint.host_header}\r\n"
+            f"Host: {endpoint.hostport}\r\n"
             "Content-Type: application/ipp\r\n"
             "Accept: application/ipp\r\n"
             f"Content-Length: {len(body)}\r\n"
@@ -468,7 +449,7 @@ async def _get_printer_attributes(uri: str, timeout: float) -> IppMessage:
         if status == 426 and not endpoint.tls:
             # 426 Upgrade Required (RFC 7231 §6.5.15): this printer speaks IPP over TLS
             # only; CUPS-style servers accept TLS on the same port.
-            endpoint = dataclasses.replace(endpoint, tls=True)
+            endpoint = dataclasses.replace(endpoint, scheme="ipps")
             continue
         if status != 200:
             raise _BadAnswer(f"HTTP {status} to Get-Printer-Attributes")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from spoolvault.db import Database, Printer, PrinterMode
 from spoolvault.errors import ClientError
+from spoolvault.printers.uri import parse_printer_uri
 
-SCHEMES = {"ipp": 631, "ipps": 631, "socket": 9100, "lpd": 515}
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RESERVED = {"secure"}  # the Find-Me queue
 
@@ -27,20 +26,9 @@ class PrinterExists(ClientError):
 def check_uri(uri: str) -> str:
     """Accept ipp://, ipps://, socket://host[:port] and lpd://host[:port]/queue."""
     try:
-        parts = urlsplit(uri)
-        port = parts.port
+        parse_printer_uri(uri)
     except ValueError as exc:
-        raise InvalidPrinter(f"device URI {uri!r} is malformed: {exc}") from None
-    if parts.scheme not in SCHEMES:
-        raise InvalidPrinter(
-            f"device URI {uri!r}: the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
-        )
-    if not parts.hostname:
-        raise InvalidPrinter(f"device URI {uri!r} names no host")
-    if port == 0:
-        raise InvalidPrinter(f"device URI {uri!r}: port 0 is not a port")
-    if parts.scheme == "lpd" and not parts.path.strip("/"):
-        raise InvalidPrinter(f"device URI {uri!r}: an lpd:// URI needs a queue, lpd://host/queue")
+        raise InvalidPrinter(str(exc)) from None
     return uri
 
 
