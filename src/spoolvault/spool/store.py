@@ -298,8 +298,11 @@ class _EncryptedWriter(SpoolWriter):
         ref, self._held_ref = self._held_ref, None
         self._seal(ref if ref is not None else self._held, last=True)
         self._held.clear()
-        self._flush()
+        # The last batch is written here: handing it to the pool only to wait for it at
+        # once costs a thread round trip per job (most jobs are one batch).
         self._wait()
+        with memoryview(self._out) as view:
+            self._emit(view[: self._pos])
         return SpoolFile(
             self.name,
             encrypted=True,
