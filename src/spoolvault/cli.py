@@ -20,6 +20,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from spoolvault import __version__
@@ -54,8 +55,12 @@ app = typer.Typer(
 )
 key_app = typer.Typer(help="Key-encryption keys: list, rotate, retire.", no_args_is_help=True)
 spool_app = typer.Typer(help="Spool files: verify, find orphans.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The audit log: verify its hash chain, list events.", no_args_is_help=True
+)
 app.add_typer(key_app, name="key")
 app.add_typer(spool_app, name="spool")
+app.add_typer(audit_app, name="audit")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -417,6 +422,82 @@ def spool_orphans(
         _fail(str(exc))
     verb = "removed" if delete else "found"
     out.print(f"{len(found)} orphan files {verb}", highlight=False)
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor",
+            help="A head hash recorded earlier (kept off this machine): fail unless the chain "
+            "still passes through it.",
+        ),
+    ] = None,
+) -> None:
+    """Check the audit file's hash chain, and that it and the database hold the same events.
+
+    Exit 0 with the number of events and the head hash (record it elsewhere: see
+    docs/audit.md), 1 with the first problem and its line number.
+    """
+    from spoolvault.audit import audit_path, wait_and_verify
+    from spoolvault.config import DataDir
+    from spoolvault.db import Database, database_url
+
+    try:
+        data = DataDir.open(data_dir, create=False)
+        with Database.open(database_url(database, data.database)) as db:
+            result = wait_and_verify(audit_path(data.root), db, anchor=anchor)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    if result.problem is not None:
+        err.print(
+            f"[bold red]audit log FAILED verification at[/] {escape(result.message)}",
+            highlight=False,
+        )
+        out.print(
+            f"{result.events} events verified before line {result.line}; "
+            f"head hash there {result.head}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    out.print(f"{result.events} events verified", highlight=False)
+    out.print(f"head hash {result.head}", highlight=False)
+
+
+@audit_app.command("list")
+def audit_list(
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    job: Annotated[int | None, typer.Option("--job", help="Only this job's events.")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="Only this actor's.")] = None,
+    action: Annotated[
+        str | None, typer.Option("--action", help="Only this action (job.submit, ...).")
+    ] = None,
+) -> None:
+    """List audit events from the database, newest first."""
+    from spoolvault.audit import list_events
+    from spoolvault.config import DataDir
+    from spoolvault.db import Database, database_url
+
+    try:
+        data = DataDir.open(data_dir, create=False)
+        with Database.open(database_url(database, data.database)) as db:
+            events = list_events(db, limit=limit, job_id=job, actor=actor, action=action)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    table = Table("id", "at (UTC)", "actor", "action", "job", "printer", "outcome", "detail")
+    for e in events:
+        job_id = "" if e.job_id is None else str(e.job_id)
+        cells = (str(e.id), e.at, e.actor, e.action, job_id, e.printer or "", e.outcome, e.detail)
+        table.add_row(*(escape(c) for c in cells))  # titles may contain [brackets]
+    out.print(table)
 
 
 def main() -> None:

@@ -2,19 +2,21 @@
 
 Administration uses HTTP Basic with an administrator's password; release stations open a
 session with the user's own credentials and send ``Authorization: Bearer <token>``.
-Every error is a JSON body with a ``detail`` a person can read.
+Every error is a JSON body with a ``detail`` a person can read. Settings changes and
+administrators' views of jobs and of the audit log are audited (docs/audit.md).
 """
 
 # No "from __future__ import annotations": FastAPI must see the real objects in the
 # annotations of the handlers below (closures over this module's dependencies).
 
+import functools
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import (
     HTTPAuthorizationCredentials,
@@ -26,6 +28,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from spoolvault import __version__
+from spoolvault.audit import (
+    Action,
+    Outcome,
+    describe_refused_settings,
+    describe_settings_change,
+    list_events,
+)
 from spoolvault.db import Job, JobState, Printer, User, UserExists
 from spoolvault.errors import ClientError
 from spoolvault.jobs.release import (
@@ -107,6 +116,21 @@ class ReleaseOut(BaseModel):
     job: JobOut
     printer_job_id: int | None
     detail: str
+
+
+class AuditEventOut(BaseModel):
+    """One audit event: the same fields and values as its line in the audit file."""
+
+    id: int
+    at: str = Field(description="UTC, e.g. 2026-11-24T09:00:00.000000Z")
+    actor: str
+    action: str
+    job_id: int | None
+    printer: str | None
+    outcome: str
+    detail: str
+    prev: str = Field(description="The previous event's hash (64 zeros for the first).")
+    hash: str = Field(description="SHA-256 of the event's canonical JSON without hash.")
 
 
 def _job_out(job: Job) -> JobOut:
@@ -220,9 +244,14 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
         user = await in_thread(db.add_user, body.username, body.password)
         return UserOut(username=user.username, is_admin=user.is_admin)
 
+    async def record(actor: str, action: Action, **details: Any) -> None:
+        await in_thread(functools.partial(jobs.record_event, actor, action, **details))
+
     @api.get("/jobs", response_model=list[JobOut])
-    async def get_jobs(_: Annotated[str, Depends(admin)]) -> list[JobOut]:
-        return [_job_out(j) for j in await in_thread(lambda: jobs.list(newest_first=True))]
+    async def get_jobs(user: Annotated[str, Depends(admin)]) -> list[JobOut]:
+        found = await in_thread(lambda: jobs.list(newest_first=True))
+        await record(user, Action.ADMIN_VIEW, detail=f"GET /api/v1/jobs: {len(found)} jobs")
+        return [_job_out(j) for j in found]
 
     @api.get("/servers/{name}/settings")
     async def get_settings(name: str, _: Annotated[str, Depends(admin)]) -> dict[str, Any]:
@@ -230,9 +259,47 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
 
     @api.patch("/servers/{name}/settings")
     async def patch_settings(
-        name: str, changes: dict[str, Any], _: Annotated[str, Depends(admin)]
+        name: str, changes: dict[str, Any], user: Annotated[str, Depends(admin)]
     ) -> dict[str, Any]:
-        return await in_thread(db.update_settings, name, changes)
+        def change() -> dict[str, Any]:
+            try:
+                old = db.get_settings(name)
+                new = db.update_settings(name, changes)
+            except ClientError as exc:
+                detail = describe_refused_settings(name, list(changes), str(exc))
+                jobs.record_event(
+                    user, Action.SETTINGS_CHANGE, outcome=Outcome.REFUSED, detail=detail
+                )
+                raise
+            detail = describe_settings_change(name, old, new, list(changes))
+            jobs.record_event(user, Action.SETTINGS_CHANGE, detail=detail)
+            return new
+
+        return await in_thread(change)
+
+    @api.get("/audit", response_model=list[AuditEventOut])
+    async def get_audit(
+        user: Annotated[str, Depends(admin)],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_id: Annotated[int | None, Query(ge=1, description="Older than this id.")] = None,
+        job_id: int | None = None,
+        actor: str | None = None,
+        action: Annotated[str | None, Query(description="job.submit, job.release, ...")] = None,
+    ) -> list[AuditEventOut]:
+        """Audit events, newest first; page with ``before_id`` (the last id you got)."""
+        if action is not None and action not in {a.value for a in Action}:
+            known = ", ".join(a.value for a in Action)
+            raise HTTPException(422, f"unknown action {action!r} (known: {known})")
+        if jobs.audit is not None:
+            await in_thread(jobs.audit.sync)  # what was just recorded, too
+        events = await in_thread(
+            lambda: list_events(
+                db, limit=limit, before_id=before_id, job_id=job_id, actor=actor, action=action
+            )
+        )
+        # Recorded after the query: the answer shows what was there before this look.
+        await record(user, Action.ADMIN_VIEW, detail=f"GET /api/v1/audit: {len(events)} events")
+        return [AuditEventOut(**vars(e)) for e in events]
 
     # -- release stations --------------------------------------------------------------
 
@@ -281,7 +348,9 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
     async def cancel_job(job_id: int, user: Annotated[str, Depends(station_user)]) -> JobOut:
         await own_job(job_id, user)
         job = await in_thread(
-            lambda: jobs.cancel(job_id, reason=f"cancelled by {user} at a release station")
+            lambda: jobs.cancel(
+                job_id, reason=f"cancelled by {user} at a release station", actor=user
+            )
         )
         return _job_out(job)
 

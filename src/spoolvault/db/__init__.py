@@ -15,6 +15,7 @@ from spoolvault.db.database import (
 )
 from spoolvault.db.models import (
     FILE_STATES,
+    AuditEvent,
     Base,
     Job,
     JobState,
@@ -31,6 +32,7 @@ __all__ = [
     "ADMIN_USERNAME",
     "FILE_STATES",
     "PRIMARY_SERVER",
+    "AuditEvent",
     "Base",
     "Database",
     "Job",

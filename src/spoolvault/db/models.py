@@ -5,7 +5,8 @@ a test checks that the migrations produce exactly this metadata. Change a model,
 a migration (docs/database.md says how).
 
 Nothing here holds document content: job titles and owners are metadata. Spool files hold
-the documents, encrypted or not (docs/spool-format.md).
+the documents, encrypted or not (docs/spool-format.md). Nor secrets: passwords and PINs are
+argon2id hashes, and audit events never name one (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -281,3 +282,36 @@ class User(Base):
     def __repr__(self) -> str:
         # Never the hash: it is an offline-guessing target.
         return f"User(id={self.id}, username={self.username!r}, is_admin={self.is_admin})"
+
+
+class AuditEvent(Base):
+    """One audit log event; the same event is a line of the hash-chained file (docs/audit.md).
+
+    ``action`` and ``outcome`` are plain strings, not CHECK-constrained enums: the vocabulary
+    (``spoolvault.audit.Action``) grows with features, and an old row must stay readable.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_job_id", "job_id"),
+        Index("ix_audit_events_actor", "actor"),
+    )
+
+    # Given by the audit log, not the database: the file line is written (and synced) before
+    # the row, and carries the same id.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String)  # a user name, or "system"
+    action: Mapped[str] = mapped_column(String(32))  # job.submit, job.release, ...
+    job_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: events outlive jobs
+    printer: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))  # ok, refused, failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))  # "prev" in the file
+    hash: Mapped[str] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return (
+            f"AuditEvent(id={self.id}, action={self.action!r}, actor={self.actor!r}, "
+            f"job_id={self.job_id}, outcome={self.outcome!r})"
+        )

@@ -680,7 +680,9 @@ class _Session:
             job = self.jobs.get(job_id)
             if job.owner != agent or job.queue != self.queue:
                 raise JobNotFound(f"job {job_id} does not exist")
-            self.jobs.cancel(job_id, reason=f"removed over LPD by {agent} from {self.peer}")
+            self.jobs.cancel(
+                job_id, actor=agent, reason=f"removed over LPD by {agent} from {self.peer}"
+            )
         except JobNotFound:
             return f"job {job_id}: no such job of {clean_text(agent)} on {self.queue}\n"
         except JobNotPossible as exc:

@@ -28,6 +28,7 @@ import anyio.to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
+from spoolvault.audit import SYSTEM, Action, Outcome
 from spoolvault.db import Job
 from spoolvault.db import JobState as DbState
 from spoolvault.errors import ClientError, SpoolWriteError
@@ -64,7 +65,6 @@ SUPPORTED_VERSIONS = {(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)}
 DEFAULT_QUEUE = "secure"
 ANONYMOUS = "anonymous"
 AUTH_CACHE_SECONDS = 60.0
-SETTINGS_TTL = 2.0
 
 
 class IppError(Exception):
@@ -157,15 +157,10 @@ class IppServer:
             DEFAULT_QUEUE: A.Queue(DEFAULT_QUEUE, "Secure print: release your jobs at any printer"),
         }
         self._auth_cache: dict[str, tuple[str, float]] = {}
-        self._settings: tuple[dict[str, object], float] = ({}, 0.0)
 
     async def settings(self) -> dict[str, object]:
-        """The primary server's settings, re-read at most every SETTINGS_TTL seconds."""
-        values, expires = self._settings
-        if expires <= time.monotonic():
-            values = await anyio.to_thread.run_sync(self.rt.db.get_settings)
-            self._settings = (values, time.monotonic() + SETTINGS_TTL)
-        return values
+        """The primary server's settings (cached by the job service)."""
+        return await in_thread(self.jobs.settings)
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -351,7 +346,7 @@ class IppServer:
 
         async def run() -> None:
             try:
-                await release.release(job.id, job.queue, actor="direct queue", is_admin=True)
+                await release.release(job.id, job.queue, actor=SYSTEM, is_admin=True)
             except Exception as exc:
                 log.warning("direct job %d not printed: %s", job.id, exc)
 
@@ -593,7 +588,10 @@ async def close_job(srv: IppServer, ctx: Context) -> IppMessage:
     if job.state is DbState.INCOMING:
         job = await anyio.to_thread.run_sync(
             lambda: srv.jobs.cancel(
-                job.id, state=DbState.ABORTED, reason="closed without a document"
+                job.id,
+                state=DbState.ABORTED,
+                reason="closed without a document",
+                actor=ctx.requesting_user(),
             )
         )
     return srv._job_created_response(ctx, job)
@@ -601,9 +599,24 @@ async def close_job(srv: IppServer, ctx: Context) -> IppMessage:
 
 async def cancel_job(srv: IppServer, ctx: Context) -> IppMessage:
     job = await srv._job(ctx)
-    srv._check_owner(ctx, job)
+    user = ctx.requesting_user()
+    try:
+        srv._check_owner(ctx, job)
+    except IppError as exc:
+        # Someone trying to cancel another user's job is worth an audit line.
+        await in_thread(
+            functools.partial(
+                srv.jobs.record_event,
+                user,
+                Action.JOB_CANCEL,
+                job_id=job.id,
+                outcome=Outcome.REFUSED,
+                detail=f"IPP Cancel-Job: {exc.message}",
+            )
+        )
+        raise
     await anyio.to_thread.run_sync(
-        lambda: srv.jobs.cancel(job.id, reason=f"cancelled by {ctx.requesting_user()} (IPP)")
+        lambda: srv.jobs.cancel(job.id, reason=f"cancelled by {user} (IPP)", actor=user)
     )
     return _response(ctx)
 
@@ -631,7 +644,9 @@ async def cancel_my_jobs(srv: IppServer, ctx: Context) -> IppMessage:
         jobs = [j for j in jobs if j.id in wanted]
     reason = f"cancelled by {user} (Cancel-My-Jobs)"
     for job in jobs:
-        await anyio.to_thread.run_sync(functools.partial(srv.jobs.cancel, job.id, reason=reason))
+        await anyio.to_thread.run_sync(
+            functools.partial(srv.jobs.cancel, job.id, reason=reason, actor=user)
+        )
     return _response(ctx)
 
 

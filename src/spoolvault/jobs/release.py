@@ -10,10 +10,15 @@ Release never blocks), then the whole spool file is verified before any byte rea
 printer, so a tampered, truncated or undecryptable file never produces a partial or
 zero-byte job. The claim (held -> releasing) is one conditional UPDATE, so two release
 stations racing for one job cannot both send it.
+
+Every attempt is audited: ``job.release`` when the printer accepted the job, else
+``job.release_failed``, ``refused`` (blocked printer, wrong state or queue: nothing was
+sent) or ``failed`` (the file failed verification, delivery failed or is uncertain).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from datetime import datetime
 
 from sqlalchemy import update
 
+from spoolvault.audit import Action, Outcome
 from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import PrinterMode, utcnow
 from spoolvault.errors import ClientError, SpoolError, SpoolvaultError
@@ -123,6 +129,45 @@ class ReleaseService:
         fast: bool = False,
     ) -> Released:
         """Send one held job to a printer. ``fast`` (Fast Release) ignores printer errors."""
+        record = functools.partial(self._record, actor, job_id, printer_name)
+        try:
+            done = await self._release(job_id, printer_name, actor, is_admin=is_admin, fast=fast)
+        except ClientError as exc:  # blocked, refused, no such printer or job: nothing sent
+            await record(Action.JOB_RELEASE_FAILED, Outcome.REFUSED, str(exc))
+            raise
+        except ReleaseFailed as exc:
+            await record(Action.JOB_RELEASE_FAILED, Outcome.FAILED, exc.reason)
+            raise
+        except BaseException as exc:  # cancelled (shutdown, client gone), or a bug
+            reason = f"interrupted ({type(exc).__name__})"
+            await record(Action.JOB_RELEASE_FAILED, Outcome.FAILED, reason)
+            raise
+        detail = ("fast release: " if fast else "") + done.delivered.detail
+        await record(Action.JOB_RELEASE, Outcome.OK, detail)
+        return done
+
+    async def _record(
+        self, actor: str, job_id: int, printer: str, action: Action, outcome: Outcome, detail: str
+    ) -> None:
+        audit = self.jobs.audit
+        if audit is not None:
+            at = self.clock()
+            await in_thread(
+                functools.partial(
+                    audit.record,
+                    actor,
+                    action,
+                    job_id=job_id,
+                    printer=printer,
+                    outcome=outcome,
+                    detail=detail,
+                    at=at,
+                )
+            )
+
+    async def _release(
+        self, job_id: int, printer_name: str, actor: str, *, is_admin: bool, fast: bool
+    ) -> Released:
         printer = await in_thread(self.printer, printer_name)
         job = await in_thread(self.jobs.get, job_id)
         if job.state not in RELEASABLE:

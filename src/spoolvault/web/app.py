@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 
 from spoolvault import __version__
 from spoolvault.api.app import create_api
+from spoolvault.audit import AuditLog, audit_path
 from spoolvault.errors import SpoolvaultError
 from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
 from spoolvault.ipp.server import IppServer
@@ -30,16 +31,24 @@ from spoolvault.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def _health(rt: Runtime) -> dict[str, object]:
-    """A cheap status summary: proves the database answers and the keys are readable."""
+def _health(rt: Runtime, audit: AuditLog) -> dict[str, object]:
+    """A cheap status summary: proves the database answers and the keys are readable.
+
+    ``audit`` is ``error`` once an audit event could not be recorded (printing goes on; see
+    docs/audit.md), with the reason in ``audit_error``.
+    """
     settings = rt.db.get_settings("primary")
-    return {
+    body: dict[str, object] = {
         "status": "ok",
         "version": __version__,
         "schema_revision": rt.db.schema_revision(),
         "spool_file_encryption": settings["spool_file_encryption"],
         "current_key_id": rt.keys.current().id.hex(),
+        "audit": audit.status,
     }
+    if audit.error is not None:
+        body["audit_error"] = audit.error
+    return body
 
 
 @dataclass(frozen=True)
@@ -60,20 +69,21 @@ def create_app(
     rt: Runtime, *, sockets: Sockets | None = None, dnssd: bool = False, tls: bool = False
 ) -> Starlette:
     """Build the ASGI app over an opened runtime; its lifespan runs the other listeners."""
-    jobs = JobService(rt.db, rt.store)
+    audit = AuditLog.open(audit_path(rt.data.root), rt.db)
+    jobs = JobService(rt.db, rt.store, audit=audit)
     release = ReleaseService(jobs)
     ipp = IppServer(rt, jobs, release=release)
     api = create_api(jobs, release)
 
     async def health(request: Request) -> Response:
         try:
-            body = await run_in_threadpool(_health, rt)
+            body = await run_in_threadpool(_health, rt, audit)
         except SpoolvaultError as exc:
             return JSONResponse({"status": "error", "detail": str(exc)}, status_code=503)
         return JSONResponse(body)
 
     async def home(request: Request) -> Response:
-        body = await run_in_threadpool(_health, rt)
+        body = await run_in_threadpool(_health, rt, audit)
         rows = "".join(
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
             for k, v in body.items()
@@ -143,6 +153,7 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await in_thread(audit.close)
 
     ipp_post = ipp.http_post
     return Starlette(

@@ -1,4 +1,4 @@
-"""Initial schema: jobs, servers (with the primary server), server settings, users.
+"""Initial schema: jobs, servers (with the primary server), server settings, users, audit.
 
 Revision ID: 0001
 Revises:
@@ -136,6 +136,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("username", name=op.f("uq_users_username")),
     )
+    op.create_table(
+        "audit_events",
+        sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(), nullable=False),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("job_id", sa.Integer(), nullable=True),
+        sa.Column("printer", sa.String(length=64), nullable=True),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
+    )
+    op.create_index("ix_audit_events_job_id", "audit_events", ["job_id"], unique=False)
+    op.create_index("ix_audit_events_actor", "audit_events", ["actor"], unique=False)
 
     # Every installation has its primary server; its settings start at their defaults
     # (nothing stored). SQLite keeps the UTC wall time, PostgreSQL the aware timestamp.
@@ -146,6 +162,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_events_actor", table_name="audit_events")
+    op.drop_index("ix_audit_events_job_id", table_name="audit_events")
+    op.drop_table("audit_events")
     op.drop_table("printers")
     op.drop_table("users")
     op.drop_table("server_settings")

@@ -1,0 +1,36 @@
+"""The audit log: every submit, release, cancel, expiry, settings change and admin view,
+in the database and in a hash-chained JSON-lines file (docs/audit.md)."""
+
+from __future__ import annotations
+
+from spoolvault.audit.log import (
+    GENESIS,
+    SYSTEM,
+    Action,
+    AuditLog,
+    Event,
+    Outcome,
+    Verification,
+    audit_path,
+    describe_refused_settings,
+    describe_settings_change,
+    list_events,
+    verify,
+    wait_and_verify,
+)
+
+__all__ = [
+    "GENESIS",
+    "SYSTEM",
+    "Action",
+    "AuditLog",
+    "Event",
+    "Outcome",
+    "Verification",
+    "audit_path",
+    "describe_refused_settings",
+    "describe_settings_change",
+    "list_events",
+    "verify",
+    "wait_and_verify",
+]
