@@ -283,14 +283,17 @@ class ReleaseService:
 
 
 def _batched(chunks: Iterator[bytes], size: int = _STREAM_BATCH) -> Iterator[bytes]:
-    buf = bytearray()
+    # A list joined once: growing a bytearray re-faults its pages on every batch.
+    parts: list[bytes] = []
+    held = 0
     for chunk in chunks:
-        buf += chunk
-        if len(buf) >= size:
-            yield bytes(buf)
-            buf.clear()
-    if buf:
-        yield bytes(buf)
+        parts.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 def _host_of(uri: str) -> str:
