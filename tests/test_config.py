@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import mounted_tmpfs
 from spoolvault.config import (
     CONF_KEYS,
     DataDir,
@@ -144,17 +144,8 @@ def readonly_dir(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
         yield ro
         return
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
-        capture_output=True,
-        text=True,
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {res.stderr.strip()}")
-    try:
-        yield ro
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
+    with mounted_tmpfs(ro, "ro,size=1m") as mounted:
+        yield mounted
 
 
 def test_unwritable_spool_dir_is_a_startup_error(tmp_path: Path, readonly_dir: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 import cupsd
 import ipptool
-from conftest import Server, start_server
+from conftest import Server, mounted_tmpfs, start_server
 from spoolvault.config import DataDir
 from spoolvault.db import Database, Job, JobState, database_url
 from spoolvault.ipp.codec import AttributeGroup, IppMessage, decode, encode
@@ -370,19 +370,8 @@ def test_cupsd_ipp_queue_forwards_a_job_that_we_hold(tmp_path: Path) -> None:
 @pytest.fixture
 def tiny_spool(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs to be the EncryptedSpoolDir: a real full disk, not a simulated one."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {res.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "size=1m,mode=0700") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_is_a_clear_ipp_error_and_leaves_nothing(
