@@ -426,3 +426,30 @@ def test_queue_can_require_authentication(tmp_path: Path, suites: Path) -> None:
         assert b"<string>basic</string>" in attrs.stdout
     finally:
         assert srv.stop() == 0
+
+
+def test_any_administrator_may_cancel_another_users_job(shared_server: Server) -> None:
+    data = DataDir.open(shared_server.data_dir, create=False)
+    db = Database.open(database_url(None, data.database))
+    try:
+        db.add_user("boss", "boss-password", is_admin=True)
+        db.add_user("clerk", "clerk-password")
+    finally:
+        db.close()
+    _, resp = ipp_request(
+        shared_server, new_request(Operation.PRINT_JOB, shared_server), b"%PDF-1.4\n"
+    )
+    assert resp is not None
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None
+    for user, password, expected in (
+        ("clerk", "clerk-password", Status.CLIENT_ERROR_NOT_AUTHORIZED),
+        ("boss", "boss-password", Status.SUCCESSFUL_OK),
+    ):
+        req = new_request(Operation.CANCEL_JOB, shared_server, user=user)
+        req.operation.add("job-id", ValueTag.INTEGER, job_id.value)
+        auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        _, r = ipp_request(shared_server, req, headers={"Authorization": auth})
+        assert r is not None and r.code == expected, (user, r)
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
+    assert job.state is JobState.CANCELLED

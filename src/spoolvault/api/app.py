@@ -25,7 +25,6 @@ from fastapi.security import (
     HTTPBearer,
 )
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from spoolvault import __version__
 from spoolvault.audit import (
@@ -35,7 +34,7 @@ from spoolvault.audit import (
     describe_settings_change,
     list_events,
 )
-from spoolvault.db import Job, JobState, Printer, User, UserExists
+from spoolvault.db import Job, JobState, Printer, UserExists
 from spoolvault.errors import ClientError
 from spoolvault.jobs.release import (
     PrinterBlocked,
@@ -198,10 +197,6 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
     async def release_failed(request: Request, exc: ReleaseFailed) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=502)
 
-    def _user(username: str) -> User | None:
-        with db.session(write=False) as s:
-            return s.scalar(select(User).where(User.username == username))
-
     async def admin(
         creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
     ) -> str:
@@ -211,8 +206,7 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
         if creds is None:
             raise unauthorized
         ok = await in_thread(db.verify_password, creds.username, creds.password)
-        user = await in_thread(_user, creds.username) if ok else None
-        if user is None or not user.is_admin:
+        if not ok or not await in_thread(db.is_admin, creds.username):
             raise unauthorized
         return creds.username
 

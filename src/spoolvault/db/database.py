@@ -364,6 +364,11 @@ class Database:
         log.info("created user %r", ADMIN_USERNAME)
         return generated
 
+    def is_admin(self, username: str) -> bool:
+        """True if ``username`` is an administrator."""
+        with self.session(write=False) as s:
+            return bool(s.scalar(select(User.is_admin).where(User.username == username)))
+
     def verify_password(self, username: str, password: str) -> bool:
         """True if ``username`` exists, has a password and ``password`` matches it."""
         with self.session(write=False) as s:

@@ -88,6 +88,7 @@ class Context:
     base: str  # ipp://host:port
     document: AsyncIterator[bytes]
     unsupported: list[Attribute] = field(default_factory=list)
+    admin: bool = False  # the authenticated user is an administrator
 
     @property
     def op(self) -> AttributeGroup:
@@ -156,7 +157,8 @@ class IppServer:
         self.queues = {
             DEFAULT_QUEUE: A.Queue(DEFAULT_QUEUE, "Secure print: release your jobs at any printer"),
         }
-        self._auth_cache: dict[str, tuple[str, float]] = {}
+        # sha256(user, password) -> (user, is administrator, expiry): argon2 is slow on purpose.
+        self._auth_cache: dict[str, tuple[str, bool, float]] = {}
 
     async def settings(self) -> dict[str, object]:
         """The primary server's settings (cached by the job service)."""
@@ -172,7 +174,7 @@ class IppServer:
                 "IPP requests must be POSTed with Content-Type: application/ipp\n", 400
             )
         try:
-            user = await self._authenticate(request)
+            user, admin = await self._authenticate(request)
             if user is None and (await self.settings())[IPP_AUTHENTICATION_REQUIRED]:
                 raise IppError(Status.CLIENT_ERROR_NOT_AUTHENTICATED, "authentication required")
         except IppError:
@@ -207,30 +209,32 @@ class IppServer:
                 if chunk:
                     yield chunk
 
-        ctx = Context(request, msg, user, None, _base_uri(request), document())
+        ctx = Context(request, msg, user, None, _base_uri(request), document(), admin=admin)
         resp = await self.dispatch(ctx)
         return _ipp_response(resp)
 
-    async def _authenticate(self, request: Request) -> str | None:
+    async def _authenticate(self, request: Request) -> tuple[str | None, bool]:
+        """The HTTP Basic user and whether they are an administrator; (None, False) if none."""
         header = request.headers.get("authorization")
         if not header:
-            return None
+            return None, False
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "basic":
-            return None
+            return None, False
         try:
             username, _, password = base64.b64decode(credentials).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise IppError(Status.CLIENT_ERROR_NOT_AUTHENTICATED, "bad credentials") from None
         key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
         cached = self._auth_cache.get(key)
-        if cached and cached[1] > time.monotonic():
-            return cached[0]
+        if cached and cached[2] > time.monotonic():
+            return cached[0], cached[1]
         ok = await anyio.to_thread.run_sync(self.rt.db.verify_password, username, password)
         if not ok:
             raise IppError(Status.CLIENT_ERROR_NOT_AUTHENTICATED, "bad credentials")
-        self._auth_cache[key] = (username, time.monotonic() + AUTH_CACHE_SECONDS)
-        return username
+        admin = await in_thread(self.rt.db.is_admin, username)
+        self._auth_cache[key] = (username, admin, time.monotonic() + AUTH_CACHE_SECONDS)
+        return username, admin
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -388,7 +392,8 @@ class IppServer:
             )
 
     def _is_admin(self, ctx: Context) -> bool:
-        return ctx.user == "admin"
+        """An authenticated administrator (any user with is_admin, not only 'admin')."""
+        return ctx.admin
 
     def _job_group(self, ctx: Context, job: Job) -> AttributeGroup:
         return A.job_attributes(
