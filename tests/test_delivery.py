@@ -241,15 +241,49 @@ def test_unreachable_printer_fails_fast_and_retryable() -> None:
     assert "connection refused" in str(failed.value)
 
 
-def test_unsupported_format_fails_not_retryable(printer: EvePrinter) -> None:
+def test_unsupported_format_falls_back_to_auto_typing(
+    printer: EvePrinter, caplog: pytest.LogCaptureFixture
+) -> None:
     """ippeveprinter answers client-error-attributes-or-values-not-supported (0x040B) to an
-    unsupported document-format (as CUPS 2.4 does), not ...-document-format-not-supported."""
+    unsupported document-format (as CUPS 2.4 does), not ...-document-format-not-supported;
+    asked again as application/octet-stream it types the document itself."""
+    caplog.set_level(logging.INFO, logger="spoolvault.printers.delivery")
+    data = minimal_pdf(1, marker="format fallback")
+    delivered = ipp_deliver(printer, data, document_format="image/nonsense")
+    assert "without document-format image/nonsense (not supported by the printer)" in (
+        delivered.detail
+    )
+    assert delivered.printer_job_id is not None
+    assert printer.job_file(delivered.printer_job_id).read_bytes() == data
+    assert any("asking again without" in r.getMessage() for r in caplog.records)
+
+
+def test_unsupported_format_that_cannot_be_typed_fails_not_retryable(
+    printer: EvePrinter,
+) -> None:
     with pytest.raises(DeliveryFailed) as failed:
-        ipp_deliver(printer, b"hello", document_format="image/nonsense")
+        ipp_deliver(printer, b"\x00\x01hello", document_format="image/nonsense")
     assert failed.value.retryable is False
     assert failed.value.status == "client-error-attributes-or-values-not-supported"
     assert "printer answered client-error-attributes-or-values-not-supported" in str(failed.value)
     assert "document-format" in str(failed.value)  # the printer's status-message
+
+
+def test_unsupported_job_attributes_are_left_out_and_the_rest_kept(printer: EvePrinter) -> None:
+    """RFC 8011 §4.1.7: ippeveprinter names ``sides`` in its Unsupported Attributes group; the
+    job prints one-sided with its other attributes, rather than staying held."""
+    attributes = [
+        Attribute("sides", [Value(ValueTag.KEYWORD, "two-sided-long-edge")]),
+        Attribute("copies", [Value(ValueTag.INTEGER, 3)]),
+    ]
+    data = minimal_pdf(2, marker="sides fallback")
+    delivered = ipp_deliver(printer, data, document_format="application/pdf", attributes=attributes)
+    assert "without sides (not supported by the printer)" in delivered.detail
+    assert delivered.printer_job_id is not None
+    job = printer.job(delivered.printer_job_id)
+    assert job["copies"] == 3
+    assert job.get("sides") in (None, "one-sided")
+    assert printer.job_file(delivered.printer_job_id).read_bytes() == data
 
 
 def test_unrecognised_octet_stream_refused_by_ippeveprinter(printer: EvePrinter) -> None:

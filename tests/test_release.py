@@ -224,3 +224,55 @@ def test_direct_queue_prints_without_hold(
         time.sleep(0.2)
     assert job.id == job_id and job.state is JobState.PRINTED, job.state_reason
     assert body in {f.read_bytes() for f in wait_for_files(printer, before + 1)}
+
+
+def test_ipptool_suites_pass_against_a_direct_queue_in_front_of_ippeveprinter(
+    srv: Server, printer: ippeve.EvePrinter, tmp_path: Path
+) -> None:
+    """ipp-1.1.test and ipp-2.0.test with 0 failures: every job completes at the printer.
+
+    The queue offers the document formats its printer takes (so the suites skip JPEG on a
+    printer without it), and attributes the printer refuses (``sides`` on ippeveprinter)
+    are left out at delivery rather than leaving the job held.
+    """
+    add_printer(srv, "kiosk", printer.uri, mode="direct")
+    suites = ipptool.prepare(tmp_path / "suites")
+    uri = srv.url.replace("http://", "ipp://") + "/printers/kiosk"
+    before = len(printer.files())
+    for suite in ("ipp-1.1.test", "ipp-2.0.test"):
+        result = ipptool.run(uri, suite, suites, "-I", "-f", "document-a4.pdf", timeout=300)
+        assert len(result.steps) >= 60, (suite, result.stderr)
+        assert result.failed == [], (suite, [(s.name, s.errors) for s in result.failed])
+    jobs = jobs_in(srv.data_dir)
+    done = {JobState.PRINTED, JobState.CANCELLED}
+    assert [(j.id, j.state, j.state_reason) for j in jobs if j.state not in done] == []
+    printed = [j for j in jobs if j.state is JobState.PRINTED]
+    assert len(printed) >= 10
+    wait_for_files(printer, before + len(printed))
+    assert any("without sides" in (j.state_reason or "") for j in printed)
+
+
+def test_a_printers_queue_offers_and_enforces_the_printers_formats(
+    srv: Server, printer: ippeve.EvePrinter
+) -> None:
+    add_printer(srv, "kiosk", printer.uri, mode="direct")
+    req = new_request(Operation.GET_PRINTER_ATTRIBUTES, srv)
+    req.operation.set(
+        "printer-uri", ValueTag.URI, srv.url.replace("http://", "ipp://") + "/printers/kiosk"
+    )
+    _, resp = ipp_request(srv, req, b"", path="/printers/kiosk")
+    assert resp is not None and resp.code == Status.SUCCESSFUL_OK
+    attrs = resp.groups[-1]
+    formats = attrs.get("document-format-supported")
+    assert formats is not None
+    # ippeve.start_printer runs ippeveprinter with -f application/pdf,...,text/plain
+    assert "application/pdf" in formats.python_values
+    assert "image/jpeg" not in formats.python_values
+    req = new_request(Operation.PRINT_JOB, srv, user="walk-in")
+    req.operation.set(
+        "printer-uri", ValueTag.URI, srv.url.replace("http://", "ipp://") + "/printers/kiosk"
+    )
+    req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, "image/jpeg")
+    _, resp = ipp_request(srv, req, b"\xff\xd8\xff\xe0 not printable here", path="/printers/kiosk")
+    assert resp is not None and resp.code == Status.CLIENT_ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED
+    assert jobs_in(srv.data_dir) == []

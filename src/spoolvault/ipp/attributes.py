@@ -116,6 +116,13 @@ class Queue:
     location: str = ""
     uuid: str = ""
     mode: str = "hold"  # hold, admin-release or direct (a printer's own queue)
+    # What clients may send: a printer's own queue offers what its printer says it takes.
+    formats: tuple[str, ...] = DOCUMENT_FORMATS
+
+    @property
+    def default_format(self) -> str:
+        auto = "application/octet-stream"
+        return auto if auto in self.formats or not self.formats else self.formats[0]
 
     def printer_uuid(self) -> str:
         return self.uuid or f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'spoolvault:' + self.name)}"
@@ -187,8 +194,8 @@ def printer_attributes(
     _add(g, "charset-supported", T.CHARSET, ["utf-8", "us-ascii"])
     _add(g, "natural-language-configured", T.NATURAL_LANGUAGE, ["en"])
     _add(g, "generated-natural-language-supported", T.NATURAL_LANGUAGE, ["en"])
-    _add(g, "document-format-default", T.MIME_MEDIA_TYPE, ["application/octet-stream"])
-    _add(g, "document-format-supported", T.MIME_MEDIA_TYPE, DOCUMENT_FORMATS)
+    _add(g, "document-format-default", T.MIME_MEDIA_TYPE, [queue.default_format])
+    _add(g, "document-format-supported", T.MIME_MEDIA_TYPE, queue.formats)
     _add(g, "compression-supported", T.KEYWORD, ["none"])
     _add(g, "pdl-override-supported", T.KEYWORD, ["attempted"])
     _add(g, "multiple-document-jobs-supported", T.BOOLEAN, [False])

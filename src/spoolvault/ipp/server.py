@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from spoolvault.audit import SYSTEM, Action, Outcome
-from spoolvault.db import Job
+from spoolvault.db import Job, Printer
 from spoolvault.db import JobState as DbState
 from spoolvault.errors import ClientError, SpoolWriteError
 from spoolvault.ipp import attributes as A
@@ -65,6 +65,9 @@ SUPPORTED_VERSIONS = {(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)}
 DEFAULT_QUEUE = "secure"
 ANONYMOUS = "anonymous"
 AUTH_CACHE_SECONDS = 60.0
+FORMATS_TTL = 300.0  # seconds a printer's document-format-supported is trusted
+FORMATS_RETRY = 30.0  # ... and how soon to ask again a printer that did not say
+FORMATS_ASK_TIMEOUT = 2.0  # an intake never waits longer than this on the printer
 
 
 class IppError(Exception):
@@ -152,6 +155,7 @@ class IppServer:
         self.jobs = jobs
         self.release = release
         self._direct: set[asyncio.Task[None]] = set()
+        self._formats: dict[str, tuple[float, tuple[str, ...]]] = {}  # printer -> (until, formats)
         self.limits = limits or Limits()
         self.started = datetime.now(UTC)
         self.queues = {
@@ -338,9 +342,37 @@ class IppServer:
             if printer is None:
                 raise IppError(Status.CLIENT_ERROR_NOT_FOUND, f"no queue named {name!r}")
             queue = A.Queue(
-                printer.name, f"{printer.name} ({printer.mode.value})", mode=printer.mode.value
+                printer.name,
+                f"{printer.name} ({printer.mode.value})",
+                mode=printer.mode.value,
+                formats=await self._printer_formats(printer),
             )
         return queue
+
+    async def _printer_formats(self, printer: Printer) -> tuple[str, ...]:
+        """The document formats a printer's own queue accepts: those its printer takes.
+
+        A job the printer cannot print is refused at submission (RFC 8011 §4.1.6.2
+        client-error-document-format-not-supported), not discovered at release. The list is
+        the printer's IPP document-format-supported, asked with the health check and kept
+        for FORMATS_TTL; a printer that does not say (offline, socket://, lpd://) gets our
+        generic list, asked again after FORMATS_RETRY, so intake never waits on it.
+        """
+        now = time.monotonic()
+        cached = self._formats.get(printer.name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        formats: tuple[str, ...] = ()
+        if self.release is not None and printer.uri.startswith(("ipp://", "ipps://")):
+            try:
+                async with asyncio.timeout(FORMATS_ASK_TIMEOUT):
+                    formats = (await self.release.printer_health(printer)).formats
+            except TimeoutError:
+                pass
+        ttl = FORMATS_TTL if formats else FORMATS_RETRY
+        found = formats or A.DOCUMENT_FORMATS
+        self._formats[printer.name] = (now + ttl, found)
+        return found
 
     def release_direct(self, job: Job) -> None:
         """A direct queue does not hold: release the job to its printer now, in the background."""
@@ -427,8 +459,8 @@ class IppServer:
         assert ctx.queue is not None
         op = ctx.op
         fmt = op.get("document-format")
-        document_format = str(fmt.value) if fmt is not None else "application/octet-stream"
-        if document_format not in A.DOCUMENT_FORMATS:
+        document_format = str(fmt.value) if fmt is not None else ctx.queue.default_format
+        if document_format not in ctx.queue.formats:
             raise IppError(
                 Status.CLIENT_ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED,
                 f"document-format {document_format} is not supported",
@@ -575,7 +607,7 @@ async def send_document(srv: IppServer, ctx: Context) -> IppMessage:
         raise IppError(Status.CLIENT_ERROR_NOT_POSSIBLE, f"job {job.id} is {job.state.value}")
     fmt = ctx.op.get("document-format")
     document_format = str(fmt.value) if fmt is not None else job.document_format
-    if document_format not in A.DOCUMENT_FORMATS:
+    if document_format not in (ctx.queue.formats if ctx.queue else A.DOCUMENT_FORMATS):
         raise IppError(
             Status.CLIENT_ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED,
             f"document-format {document_format} is not supported",

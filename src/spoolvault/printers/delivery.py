@@ -135,6 +135,15 @@ _SERVER_ERRORS_FINAL = frozenset(
 )
 # Client errors that may go away by themselves (RFC 8011 B.1.5.6: the client was too slow).
 _CLIENT_ERRORS_TRANSIENT = frozenset({Status.CLIENT_ERROR_TIMEOUT})
+# RFC 8011 §4.1.7: refusals that name what the printer does not support; asked again without.
+_UNSUPPORTED = frozenset(
+    {
+        Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED,
+        Status.CLIENT_ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED,
+    }
+)
+# RFC 8011 §5.1.10: the printer detects the document's format itself.
+_AUTO_FORMAT = "application/octet-stream"
 # The operation attributes we set; the same names among ``attributes`` are dropped.
 _OPERATION_NAMES = frozenset(
     {
@@ -644,6 +653,7 @@ class _IppDelivery:
         self.connect_timeout = connect_timeout
         self.io_timeout = io_timeout
         self.sent = 0  # document bytes handed to the transport in the current attempt
+        self.substituted: list[str] = []  # what the printer refused and we left out
         try:
             self._request(2, 0)  # an attribute that cannot be encoded: ValueError up front
         except (TypeError, ValueError) as exc:
@@ -703,6 +713,8 @@ class _IppDelivery:
                     continue
             text = _message(msg) if msg is not None else ""
             described = f"{keyword} ({text})" if text else keyword
+            if msg is not None and code in _UNSUPPORTED and self._substitute(msg, described):
+                continue
             if code in RETRY_NOW:
                 elapsed = loop.time() - started
                 remaining = self.busy_timeout - elapsed
@@ -728,6 +740,36 @@ class _IppDelivery:
                 f"printer answered {described}", retryable=_retryable(code), status=keyword
             )
 
+    def _substitute(self, msg: IppMessage, described: str) -> bool:
+        """Leave out what the printer said it does not support; True if there is a retry.
+
+        RFC 8011 §4.1.7: a printer refusing a job for unsupported attributes or values
+        names them in the Unsupported Attributes group, and §4.2.1.2: a job without
+        ``ipp-attribute-fidelity`` should print with them ignored. The CUPS ipp backend
+        drops them and asks again; so do we. A job the user released should print one-sided
+        on a printer without a duplexer, not stay held. A refusal created no job, so the
+        new request cannot print twice.
+        """
+        named = {a.name for g in msg.groups_of(GroupTag.UNSUPPORTED) for a in g.attributes}
+        if msg.code == Status.CLIENT_ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED:
+            named.add("document-format")
+        dropped = sorted(n for n in named if any(a.name == n for a in self.attributes))
+        self.attributes = [a for a in self.attributes if a.name not in named]
+        fallback = "document-format" in named and self.document_format != _AUTO_FORMAT
+        if fallback:
+            dropped.append(f"document-format {self.document_format}")
+            self.document_format = _AUTO_FORMAT
+        if not dropped:
+            return False
+        log.info(
+            "%s answered %s; asking again without %s",
+            self.target.display,
+            described,
+            ", ".join(dropped),
+        )
+        self.substituted.extend(dropped)
+        return True
+
     def _delivered(self, msg: IppMessage, busy: int, elapsed: float) -> Delivered:
         job_id = _job_id(msg)
         if msg.code != Status.SUCCESSFUL_OK:
@@ -736,6 +778,8 @@ class _IppDelivery:
         detail += f", {self.sent} bytes"
         if busy:
             detail += f", after {busy} busy answer{'s' if busy > 1 else ''}"
+        if self.substituted:
+            detail += f", without {', '.join(self.substituted)} (not supported by the printer)"
         rate = self.sent / elapsed / 1e6 if elapsed > 0 else 0.0
         log.info("delivered %s in %.3f s (%.0f MB/s)", detail, elapsed, rate)
         return Delivered(job_id, detail)

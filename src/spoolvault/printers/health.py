@@ -94,6 +94,8 @@ class Health:
     message: str  # for people: "printer reports: media-empty-error (out of paper)"
     source: Source  # which protocol(s) the verdict rests on; "none" when none answered
     checked_at: float  # time.monotonic() when the answer came
+    # IPP document-format-supported, when the printer said (empty for SNMP-only answers).
+    formats: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -257,6 +259,7 @@ class _Probe:
     detail: str = ""  # printer-state-message
     failure: str = ""  # why there is no answer: "unreachable: connection refused"
     not_accepting: bool = False
+    formats: tuple[str, ...] = ()
 
 
 def _offline(reason: str, source: Literal["ipp", "snmp", "none"]) -> _Probe:
@@ -302,18 +305,21 @@ def _health(*probes: _Probe) -> Health:
     if state == "unknown":
         parts += [p.failure for p in probes if p.failure]
     message = "; ".join(dict.fromkeys(p for p in parts if p)) or _STATE_WORDS["unknown"]
-    return Health(state, conditions, in_error, message, source, time.monotonic())
+    formats = next((p.formats for p in probes if p.formats), ())
+    return Health(state, conditions, in_error, message, source, time.monotonic(), formats)
 
 
 # --------------------------------------------------------------------------- IPP
 
-_MAX_RESPONSE = 1 << 20  # three attributes fit in a few hundred octets
+_MAX_RESPONSE = 1 << 20  # five attributes fit in a few kilobytes
 _REQUESTED = (
     "printer-state",
     "printer-state-reasons",
     "printer-state-message",
     "printer-is-accepting-jobs",
+    "document-format-supported",
 )
+_MAX_FORMATS = 64  # more document formats than any printer has: the rest is ignored
 
 
 @functools.cache
@@ -516,7 +522,23 @@ def _interpret_ipp(msg: IppMessage, blocking: frozenset[str]) -> _Probe:
     accepting_attr = printer.get("printer-is-accepting-jobs")
     not_accepting = accepting_attr is not None and accepting_attr.value is False
     in_error = state == "stopped" or not_accepting or any(_ipp_blocks(r, blocking) for r in reasons)
-    return _Probe(state, reasons, in_error, "ipp", detail=detail, not_accepting=not_accepting)
+    formats_attr = printer.get("document-format-supported")
+    formats = tuple(
+        dict.fromkeys(
+            v
+            for v in (formats_attr.python_values if formats_attr is not None else [])
+            if isinstance(v, str) and "/" in v and len(v) <= 255
+        )
+    )[:_MAX_FORMATS]
+    return _Probe(
+        state,
+        reasons,
+        in_error,
+        "ipp",
+        detail=detail,
+        not_accepting=not_accepting,
+        formats=formats,
+    )
 
 
 def _ipp_blocks(reason: str, blocking: frozenset[str]) -> bool:
