@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -15,7 +17,7 @@ import pytest
 import cupsd
 import ippeve
 import ipptool
-from conftest import Server, start_server
+from conftest import Server, spoolvault, start_server
 from spoolvault.config import DataDir
 from spoolvault.db import JobState
 from spoolvault.ipp.codec import IppMessage
@@ -276,3 +278,98 @@ def test_a_printers_queue_offers_and_enforces_the_printers_formats(
     _, resp = ipp_request(srv, req, b"\xff\xd8\xff\xe0 not printable here", path="/printers/kiosk")
     assert resp is not None and resp.code == Status.CLIENT_ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED
     assert jobs_in(srv.data_dir) == []
+
+
+def test_concurrent_releases_each_print_once(srv: Server, printer: ippeve.EvePrinter) -> None:
+    """Four users release at once to one printer that takes one job at a time (busy
+    answers are retried); two stations releasing the same job: one wins, one is refused."""
+    add_printer(srv, "lobby", printer.uri)
+    users = ["ann", "ben", "cid", "dot"]
+    bodies: dict[int, bytes] = {}
+    for user in users:
+        add_user(srv, user)
+        for k in range(2):
+            body = f"{user} job {k}\n".encode() * 20_000 + os.urandom(64)
+            bodies[submit(srv, user, body)] = body
+    sessions = {u: login(srv, u) for u in users}
+    printer.wait_idle()
+    before = len(printer.files())
+
+    def release_all(user: str) -> list[int]:
+        codes = []
+        with api(srv) as c:
+            for job in c.get("/release/jobs", headers=sessions[user]).json():
+                r = c.post(
+                    f"/release/jobs/{job['id']}", json={"printer": "lobby"}, headers=sessions[user]
+                )
+                codes.append(r.status_code)
+        return codes
+
+    with ThreadPoolExecutor(len(users)) as pool:
+        results = list(pool.map(release_all, users))
+    assert results == [[200, 200]] * len(users)
+    files = wait_for_files(printer, before + len(bodies))
+    arrived = [f.read_bytes() for f in files[before:]]
+    assert sorted(arrived) == sorted(bodies.values())  # each once, byte-identical
+    assert {j.state for j in jobs_in(srv.data_dir)} == {JobState.PRINTED}
+
+    # The same job from two stations at the same moment.
+    body = b"released from two stations\n" * 10_000
+    job_id = submit(srv, "ann", body)
+    second = login(srv, "ann")
+    start = threading.Barrier(2)
+
+    def station(session: dict[str, str]) -> int:
+        with api(srv) as c:
+            start.wait()
+            r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=session)
+            return r.status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        codes = sorted(pool.map(station, [sessions["ann"], second]))
+    assert codes[0] == 200 and codes[1] in (404, 409), codes
+    files = wait_for_files(printer, before + len(bodies) + 1)
+    time.sleep(1)
+    assert [f.read_bytes() for f in printer.files()].count(body) == 1
+
+
+def test_restart_with_a_thousand_held_jobs_keeps_all_releasable(
+    tmp_path: Path, printer: ippeve.EvePrinter
+) -> None:
+    data_dir = tmp_path / "data"
+    env = {"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]}
+    srv = start_server(data_dir, env=env)
+    count = 1000
+    try:
+        add_user(srv, "alice")
+        add_printer(srv, "lobby", printer.uri)
+
+        def one(n: int) -> tuple[int, bytes]:
+            body = f"held job {n} ".encode() * (50 + n % 200)
+            return submit(srv, "alice", body), body
+
+        with ThreadPoolExecutor(8) as pool:
+            submitted = dict(pool.map(one, range(count)))
+    finally:
+        assert srv.stop() == 0
+    assert len(submitted) == count
+    srv = start_server(data_dir, env=env)
+    try:
+        session = login(srv, "alice")
+        with api(srv) as c:
+            held = c.get("/release/jobs", headers=session).json()
+            assert sorted(j["id"] for j in held) == sorted(submitted)
+            assert {j["state"] for j in held} == {"held"}
+        verified = spoolvault("spool", "verify", "--quiet", "--data-dir", str(data_dir))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert f"{count} spool files verified, 0 failed" in verified.stdout
+        sample = sorted(submitted)[:: count // 5]
+        before = len(printer.files())
+        with api(srv) as c:
+            for job_id in sample:
+                r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=session)
+                assert r.status_code == 200, r.text
+        arrived = {f.read_bytes() for f in wait_for_files(printer, before + len(sample))}
+        assert {submitted[j] for j in sample} <= arrived
+    finally:
+        srv.stop()
