@@ -183,6 +183,37 @@ def test_recover_removes_shredded_leftovers_and_nothing_else(spool: EncryptedSpo
     assert spool.read_all(keep.name) == doc(2 * CS)
 
 
+def test_deferred_unlink_shreds_before_returning(spool: EncryptedSpool) -> None:
+    """A release answers once the key is gone; the blocks are freed afterwards."""
+    keep = store(spool, doc(2 * CS), pieces=1)
+    info = store(spool, doc(3 * CS, seed=2))
+    before = spool.path(info.name).read_bytes()
+    later = spool.delete(info.name, defer_unlink=True)
+    assert later is not None and later.exists() and not spool.path(info.name).exists()
+    after = later.read_bytes()
+    assert after[fmt.KEY_BLOCK_START : fmt.KEY_BLOCK_END] == bytes(80)
+    assert after[HDR:] == before[HDR:]
+    assert spool.names() == [keep.name]  # set aside: not a job file, not an orphan
+    assert spool.orphans([keep.name], min_age=0) == []
+    spool.discard(later)
+    assert not later.exists()
+    spool.discard(later)  # twice is harmless
+    # Should the process die before the unlink, recovery removes what was set aside.
+    other = store(spool, doc(CS, seed=3))
+    left = spool.delete(other.name, defer_unlink=True)
+    assert left is not None
+    report = spool.recover()
+    assert report.shredded_removed == 1
+    assert spool.names() == [keep.name]
+    assert not left.exists()
+
+
+def test_deferred_unlink_of_a_plain_file_is_immediate(plain: PlainSpool) -> None:
+    info = store(plain, doc(CS))
+    assert plain.delete(info.name, defer_unlink=True) is None
+    assert plain.names() == []
+
+
 def test_shredding_a_file_shorter_than_its_header(spool: EncryptedSpool) -> None:
     for size in (0, 10, 40):
         name = uuid.uuid4().hex

@@ -18,6 +18,7 @@ sent) or ``failed`` (the file failed verification, delivery failed or is uncerta
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -96,6 +97,7 @@ class ReleaseService:
         self.health = health or HealthCache()
         self.checker = checker or self._check
         self.clock = clock
+        self._unlinks: set[asyncio.Task[None]] = set()  # shredded files being unlinked
 
     @staticmethod
     async def _check(printer: Printer) -> Health:
@@ -236,7 +238,12 @@ class ReleaseService:
             )
             raise
         job = await in_thread(self._printed, job_id, delivered)
-        await in_thread(lambda: spool.delete(name, missing_ok=True))
+        # Shredded before the answer; the blocks are freed after it (~20 ms per 100 MiB).
+        later = await in_thread(lambda: spool.delete(name, missing_ok=True, defer_unlink=True))
+        if later is not None:
+            task = asyncio.create_task(in_thread(spool.discard, later))
+            self._unlinks.add(task)
+            task.add_done_callback(self._unlinks.discard)
         log.info("job %d released by %s to %s (%s)", job_id, actor, printer.name, delivered.detail)
         return Released(job, delivered)
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".spool"
 TMP_PREFIX = ".tmp-"
+SHREDDED_PREFIX = ".shredded-"  # crypto-shredded, waiting to be unlinked
 REWRAP_PREFIX = ".rewrap-"
 LOCK_NAME = ".lock"
 _NAME_RE = re.compile(r"[0-9a-f]{32}")
@@ -370,18 +371,44 @@ class Spool(ABC):
         """The whole document (tests and small files only: memory grows with size)."""
         return b"".join(self.read(name))
 
-    def delete(self, name: str, *, missing_ok: bool = False) -> None:
-        """Remove a file durably."""
+    def delete(
+        self, name: str, *, missing_ok: bool = False, defer_unlink: bool = False
+    ) -> Path | None:
+        """Remove a file durably.
+
+        With ``defer_unlink`` an encrypted file is crypto-shredded now (its content is
+        unreadable once this returns) and renamed out of the way; the caller unlinks the
+        path returned, later (`discard`). Freeing the extents of a 100 MiB file takes
+        ~20 ms, which a release need not wait for. Should the process die first, start-up
+        recovery removes it.
+        """
         path = self.path(name)
         try:
+            if defer_unlink and self.encrypted:
+                self._shred(path)
+                later = self.directory / f"{SHREDDED_PREFIX}{name}{SUFFIX}"
+                os.rename(path, later)
+                return later
             self._destroy(path)
         except FileNotFoundError:
             if not missing_ok:
                 raise SpoolFileMissing(f"spool file {path} does not exist") from None
-            return
+            return None
+        fsync_dir(self.directory)
+        return None
+
+    def discard(self, path: Path) -> None:
+        """Unlink a file that `delete(..., defer_unlink=True)` set aside."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
         fsync_dir(self.directory)
 
+    def _shred(self, path: Path) -> None:
+        """Make the file's content unrecoverable in place; plain files cannot be."""
+        return None
+
     def _destroy(self, path: Path) -> None:
+        self._shred(path)
         path.unlink()
 
     def names(self) -> list[str]:
@@ -425,12 +452,16 @@ class Spool(ABC):
         report = Recovery()
         now = time.time()
         for entry in _scan(self.directory):
-            if entry.name.startswith(TMP_PREFIX):
+            if entry.name.startswith(SHREDDED_PREFIX):  # already unreadable: just unlink
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    report.shredded_removed += 1
+            elif entry.name.startswith(TMP_PREFIX):
                 with contextlib.suppress(FileNotFoundError):
                     if now - entry.stat().st_mtime >= min_age:
                         os.unlink(entry.path)
                         report.temp_files_removed += 1
-        if report.temp_files_removed:
+        if report.temp_files_removed or report.shredded_removed:
             fsync_dir(self.directory)
             log.info(
                 "%s: removed %d incomplete spool files", self.directory, report.temp_files_removed
@@ -548,8 +579,8 @@ class EncryptedSpool(Spool):
         with self._open(name) as f:
             return fmt.parse_header(f.read(fmt.HEADER_LEN))
 
-    def _destroy(self, path: Path) -> None:
-        """Crypto-shred: zero the KEK id, wrapped key and MAC in place, fsync, unlink."""
+    def _shred(self, path: Path) -> None:
+        """Crypto-shred: zero the KEK id, wrapped key and MAC in place, and fsync."""
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
@@ -559,7 +590,6 @@ class EncryptedSpool(Spool):
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.unlink(path)
 
     # -- key rotation ----------------------------------------------------------------
 
