@@ -67,3 +67,65 @@ def test_expiry_handles_many_jobs_in_batches(rt: Runtime) -> None:
     assert jobs.expire_held(batch=7) == 25
     assert rt.store.encrypted.names() == []
     assert {j.state for j in jobs.list()} == {JobState.EXPIRED}
+
+
+def submit_to(jobs: JobService, owner: str, queue: str) -> int:
+    async def go() -> int:
+        job = await jobs.submit(Submission(owner=owner, queue=queue), _chunks(b"doc"))
+        return job.id
+
+    return anyio.run(go)
+
+
+def test_a_printer_queue_can_override_the_hold_timeout(rt: Runtime) -> None:
+    from spoolvault.printers.registry import add_printer
+
+    clock = Clock()
+    jobs = JobService(rt.db, rt.store, clock=clock)
+    rt.db.update_settings("primary", {"hold_timeout_minutes": 60})
+    add_printer(rt.db, name="short", uri="ipp://127.0.0.1:1/ipp/print", hold_timeout_minutes=10)
+    add_printer(rt.db, name="long", uri="ipp://127.0.0.1:1/ipp/print", hold_timeout_minutes=600)
+    add_printer(rt.db, name="plain", uri="ipp://127.0.0.1:1/ipp/print")
+    ids = {q: submit_to(jobs, "alice", q) for q in ("short", "long", "plain", "secure")}
+    assert jobs.expires_at(jobs.get(ids["short"])) == clock.now + timedelta(minutes=10)
+    assert jobs.expires_at(jobs.get(ids["plain"])) == clock.now + timedelta(minutes=60)
+
+    clock.now += timedelta(minutes=11)
+    assert jobs.expire_held() == 1
+    assert jobs.get(ids["short"]).state is JobState.EXPIRED
+    assert "10 minutes" in (jobs.get(ids["short"]).state_reason or "")
+
+    clock.now += timedelta(minutes=50)  # 61 minutes: the server's timeout for the rest
+    assert jobs.expire_held() == 2
+    states = {q: jobs.get(i).state for q, i in ids.items()}
+    assert states == {
+        "short": JobState.EXPIRED,
+        "long": JobState.HELD,
+        "plain": JobState.EXPIRED,
+        "secure": JobState.EXPIRED,
+    }
+    clock.now += timedelta(minutes=540)
+    assert jobs.expire_held() == 1
+    assert jobs.get(ids["long"]).state is JobState.EXPIRED
+
+
+def test_an_owner_may_extend_a_hold_once(rt: Runtime) -> None:
+    from spoolvault.jobs.service import JobNotPossible
+
+    clock = Clock()
+    jobs = JobService(rt.db, rt.store, clock=clock)
+    rt.db.update_settings("primary", {"hold_timeout_minutes": 60})
+    job_id = submit(jobs, "alice", b"extend me")
+    clock.now += timedelta(minutes=50)
+    extended = jobs.extend_hold(job_id, actor="alice")
+    assert extended.hold_extended_until == clock.now + timedelta(minutes=60)
+    with pytest.raises(JobNotPossible, match="once"):
+        jobs.extend_hold(job_id, actor="alice")
+    clock.now += timedelta(minutes=59)  # 109 minutes after submission: still held
+    assert jobs.expire_held() == 0
+    assert jobs.expires_at(jobs.get(job_id)) == clock.now + timedelta(minutes=1)
+    clock.now += timedelta(minutes=2)
+    assert jobs.expire_held() == 1
+    assert jobs.get(job_id).state is JobState.EXPIRED
+    with pytest.raises(JobNotPossible, match="not held"):
+        jobs.extend_hold(job_id, actor="alice")

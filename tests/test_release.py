@@ -18,10 +18,12 @@ import cupsd
 import ippeve
 import ipptool
 from conftest import Server, spoolvault, start_server
+from snmp_fixtures import start_snmpd
 from spoolvault.config import DataDir
-from spoolvault.db import JobState
+from spoolvault.db import Job, JobState
 from spoolvault.ipp.codec import IppMessage
 from spoolvault.ipp.constants import Operation, Status, ValueTag
+from spoolvault.runtime import Runtime
 from test_ipp_server import ipp_request, job_group, jobs_in, new_request
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
@@ -375,5 +377,70 @@ def test_restart_with_a_thousand_held_jobs_keeps_all_releasable(
                 assert r.status_code == 200, r.text
         arrived = {f.read_bytes() for f in wait_for_files(printer, before + len(sample))}
         assert {submitted[j] for j in sample} <= arrived
+    finally:
+        srv.stop()
+
+
+def test_snmp_no_paper_blocks_release_end_to_end(
+    srv: Server, printer: ippeve.EvePrinter, tmp_path: Path
+) -> None:
+    """A real snmpd (pass_persist) reports noPaper for the printer: a blocking printer
+    refuses with 409 naming it, the job stays held; once paper is back it prints."""
+    agent = start_snmpd(tmp_path / "snmpd")
+    try:
+        agent.set_state(["noPaper"], status=1)
+        snmp = {"snmp_community": "public", "snmp_host": "127.0.0.1", "snmp_port": agent.port}
+        add_printer(srv, "copier", printer.uri, block_release_on_error=True, **snmp)
+        add_printer(srv, "tolerant", printer.uri, **snmp)
+        add_user(srv, "alice")
+        body = b"needs paper\n" * 5000
+        job_id = submit(srv, "alice", body)
+        session = login(srv, "alice")
+        seen = set(printer.files())
+        with api(srv) as c:
+            r = c.post(f"/release/jobs/{job_id}", json={"printer": "copier"}, headers=session)
+            assert r.status_code == 409, r.text
+            assert "copier" in r.json()["detail"] and "paper" in r.json()["detail"].lower()
+            [job] = jobs_in(srv.data_dir)
+            assert job.state is JobState.HELD
+            time.sleep(0.5)
+            assert set(printer.files()) == seen  # nothing was sent
+
+            agent.set_state([], status=3)
+            time.sleep(2.5)  # past the health cache's max age
+            r = c.post(f"/release/jobs/{job_id}", json={"printer": "copier"}, headers=session)
+            assert r.status_code == 200, r.text
+            # A printer that does not block prints even while SNMP reports an error.
+            agent.set_state(["noPaper"], status=1)
+            other = submit(srv, "alice", b"printed anyway\n" * 100)
+            r = c.post(f"/release/jobs/{other}", json={"printer": "tolerant"}, headers=session)
+            assert r.status_code == 200, r.text
+        arrived = {f.read_bytes() for f in wait_for_files(printer, len(seen) + 2)}
+        assert body in arrived and b"printed anyway\n" * 100 in arrived
+    finally:
+        agent.stop()
+
+
+def test_start_up_recovery_is_audited(tmp_path: Path) -> None:
+    """A job left releasing by a crash is kept as failed at the next start, and said so."""
+    data_dir = tmp_path / "data"
+    env = {"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]}
+    srv = start_server(data_dir, env=env)
+    try:
+        job_id = submit(srv, "alice", b"being sent when the power went\n")
+    finally:
+        assert srv.stop() == 0
+    with Runtime.open(data_dir, None) as rt, rt.db.session() as s:
+        job = s.get_one(Job, job_id)
+        job.state, job.printer = JobState.RELEASING, "lobby"
+    srv = start_server(data_dir, env=env)
+    try:
+        [job] = jobs_in(srv.data_dir)
+        assert job.state is JobState.FAILED and "may have printed" in (job.state_reason or "")
+        with api(srv) as c:
+            r = c.get("/audit", params={"action": "server.recovered"}, auth=ADMIN)
+        assert r.status_code == 200, r.text
+        [event] = r.json()
+        assert "1 jobs being released" in event["detail"] and event["actor"] == "system"
     finally:
         srv.stop()

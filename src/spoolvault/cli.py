@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -209,10 +210,18 @@ def _server_class() -> type:
         We stop the same graceful way and then return, so `run` exits 0.
         """
 
+        announce: Callable[[], None] | None = None
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True  # a second Ctrl-C skips waiting for connections
             self.should_exit = True
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            # After the lifespan's start-up (recovery, listeners): "listening" means ready.
+            await super().startup(sockets=sockets)
+            if self.started and self.announce is not None:
+                self.announce()
 
     return Server
 
@@ -229,6 +238,8 @@ def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
         ):
             if any(vars(report).values()):
                 log.info("recovered %s: %s", spool.directory, report)
+                done = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in vars(report).items() if v)
+                rt.recovered.append(f"{spool.directory}: {done}")
         tls_files: dict[str, str] = {}
         if listen.tls:
             cert, key = server_certificate(
@@ -258,14 +269,18 @@ def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, server.handle_exit)
         scheme = "https" if listen.tls else "http"
-        out.print(
-            f"spoolvault {__version__} listening on {sockets.address('http').url(scheme)}",
-            highlight=False,
-        )
-        for name in ("raw", "lpd"):
-            if getattr(sockets, name) is not None:
-                out.print(f"{name} intake on {sockets.address(name)}", highlight=False)
-        sys.stdout.flush()
+
+        def announce() -> None:
+            out.print(
+                f"spoolvault {__version__} listening on {sockets.address('http').url(scheme)}",
+                highlight=False,
+            )
+            for name in ("raw", "lpd"):
+                if getattr(sockets, name) is not None:
+                    out.print(f"{name} intake on {sockets.address(name)}", highlight=False)
+            sys.stdout.flush()
+
+        server.announce = announce
         server.run(sockets=[sockets.http])
         log.info("spoolvault stopped")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spoolvault.config import DataDir
@@ -21,6 +21,8 @@ class Runtime:
     keys: KeyProvider
     store: SpoolStore
     db: Database
+    # What start-up cleaned up after a crash, for the audit log once it is open.
+    recovered: list[str] = field(default_factory=list)
 
     @classmethod
     def open_files(cls, data_dir: Path, *, create: bool) -> tuple[DataDir, KeyProvider, SpoolStore]:

@@ -60,6 +60,11 @@ class PrinterIn(BaseModel):
     mode: Literal["hold", "admin-release", "direct"] = "hold"
     group: str = "default"
     snmp_community: str | None = None
+    snmp_host: str | None = Field(None, description="Default: the host of the printer's URI.")
+    snmp_port: int | None = Field(None, description="Default: 161.")
+    hold_timeout_minutes: int | None = Field(
+        None, description="Hold timeout of this printer's own queue; default: the server's."
+    )
 
 
 class UserIn(BaseModel):
@@ -81,6 +86,8 @@ class PrinterOut(BaseModel):
     mode: str
     group: str
     queue: str
+    snmp: bool = Field(description="Health is also asked over SNMP.")
+    hold_timeout_minutes: int | None
 
 
 class JobOut(BaseModel):
@@ -156,6 +163,8 @@ def _printer_out(p: Printer) -> PrinterOut:
         mode=p.mode.value,
         group=p.group,
         queue=f"/printers/{p.name}",
+        snmp=p.snmp_community is not None,
+        hold_timeout_minutes=p.hold_timeout_minutes,
     )
 
 

@@ -74,9 +74,12 @@ class Action(StrEnum):
     JOB_CANCEL = "job.cancel"  # by its owner or an administrator
     JOB_ABORT = "job.abort"  # IPP Close-Job before any document
     JOB_EXPIRE = "job.expire"  # not released within the hold timeout
+    JOB_HOLD_EXTENDED = "job.hold_extend"  # the owner extended the hold (once)
+    JOB_REMIND = "job.remind"  # the owner was told the job is about to expire
     SETTINGS_CHANGE = "settings.change"
     ADMIN_VIEW = "admin.view"  # an administrator listed jobs or the audit log
     AUDIT_RECOVERED = "audit.recovered"  # start-up repaired the file after a crash
+    SERVER_RECOVERED = "server.recovered"  # start-up cleaned up after a crash (what, how many)
 
 
 class Outcome(StrEnum):

@@ -174,6 +174,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     server: Mapped[str] = mapped_column(String, default="primary")
+    # Held until at least then (the owner extended the hold once, from a reminder's link).
+    hold_extended_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the owner was told the job is about to expire (one reminder per job).
+    reminder_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @validates("state")
     def _check_state(self, key: str, value: Any) -> JobState:
@@ -191,9 +195,11 @@ class Job(Base):
             raise ValueError(f"invalid spool file name {value!r} (32 lowercase hex digits)")
         return value
 
-    @validates("created_at", "updated_at", "completed_at")
+    @validates(
+        "created_at", "updated_at", "completed_at", "hold_extended_until", "reminder_sent_at"
+    )
     def _check_aware(self, key: str, value: datetime | None) -> datetime | None:
-        if value is None and key == "completed_at":
+        if value is None and key not in ("created_at", "updated_at"):
             return None
         assert value is not None
         if value.tzinfo is None or value.utcoffset() is None:
@@ -234,6 +240,11 @@ class Printer(Base):
     # Find-Me: a job on a virtual queue can be released at any printer of the queue's group.
     group: Mapped[str] = mapped_column(String(64), default="default")
     snmp_community: Mapped[str | None] = mapped_column(String)  # SNMP health when set
+    # Where the SNMP agent answers, when not on the printer URI's host at port 161.
+    snmp_host: Mapped[str | None] = mapped_column(String)
+    snmp_port: Mapped[int | None] = mapped_column(Integer)
+    # Held jobs on this printer's own queue expire after this; NULL: the server's setting.
+    hold_timeout_minutes: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:

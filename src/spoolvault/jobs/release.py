@@ -104,7 +104,10 @@ class ReleaseService:
         return await check(
             printer.uri,
             snmp_community=printer.snmp_community or "public",
-            snmp_host=_host_of(printer.uri) if printer.snmp_community else None,
+            snmp_host=(printer.snmp_host or _host_of(printer.uri))
+            if printer.snmp_community
+            else None,
+            snmp_port=printer.snmp_port or 161,
         )
 
     # -- printers --------------------------------------------------------------------

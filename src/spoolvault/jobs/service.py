@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, true, update
 
 from spoolvault.audit import SYSTEM, Action, AuditLog, Outcome
-from spoolvault.db import Database, Job, JobState
+from spoolvault.db import Database, Job, JobState, Printer
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ClientError, SpoolError
 from spoolvault.jobs.pages import PageCounter
@@ -399,37 +399,97 @@ class JobService:
         self.record_event(actor, action, job_id=job_id, detail=reason)
         return job
 
-    def expire_held(self, batch: int = 500) -> int:
-        """Cancel and crypto-shred held jobs older than the hold timeout; return how many.
-
-        One indexed query (state, created_at) finds them however many jobs are held; the
-        clock is injectable so tests can move time.
-        """
-        minutes = int(self.db.get_settings()[HOLD_TIMEOUT_MINUTES])
-        cutoff = self.clock() - timedelta(minutes=minutes)
-        expired = 0
-        while True:
-            with self.db.session(write=False) as s:
-                ids = list(
-                    s.scalars(
-                        select(Job.id)
-                        .where(Job.state == JobState.HELD.value, Job.created_at < cutoff)
-                        .order_by(Job.created_at)
-                        .limit(batch)
-                    )
+    def hold_timeouts(self) -> tuple[int, dict[str, int]]:
+        """The server's hold timeout in minutes, and the printer queues that override it."""
+        default = int(self.db.get_settings()[HOLD_TIMEOUT_MINUTES])
+        with self.db.session(write=False) as s:
+            rows = s.execute(
+                select(Printer.name, Printer.hold_timeout_minutes).where(
+                    Printer.hold_timeout_minutes.is_not(None)
                 )
-            for job_id in ids:
-                try:
-                    self.cancel(
-                        job_id,
-                        state=JobState.EXPIRED,
-                        reason=f"not released within {minutes} minutes",
+            ).all()
+        return default, {name: minutes for name, minutes in rows if minutes is not None}
+
+    def expires_at(self, job: Job, timeouts: tuple[int, dict[str, int]] | None = None) -> datetime:
+        """When a held job expires: its queue's hold timeout after submission, or later if
+        its owner extended the hold."""
+        default, per_queue = timeouts or self.hold_timeouts()
+        at = job.created_at + timedelta(minutes=per_queue.get(job.queue, default))
+        if job.hold_extended_until is not None and job.hold_extended_until > at:
+            return job.hold_extended_until
+        return at
+
+    def extend_hold(self, job_id: int, *, actor: str) -> Job:
+        """Give a held job one more hold timeout from now; once per job (a reminder's link)."""
+        now = self.clock()
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            if job.state is not JobState.HELD:
+                raise JobNotPossible(f"job {job_id} is {job.state.value}, not held")
+            if job.hold_extended_until is not None:
+                raise JobNotPossible(f"the hold of job {job_id} was extended once already")
+            default, per_queue = self.hold_timeouts()
+            minutes = per_queue.get(job.queue, default)
+            job.hold_extended_until = now + timedelta(minutes=minutes)
+            job.updated_at = now
+            until = job.hold_extended_until
+        self.record_event(
+            actor,
+            Action.JOB_HOLD_EXTENDED,
+            job_id=job_id,
+            detail=f"held until {until.isoformat(timespec='seconds')} ({minutes} more minutes)",
+        )
+        return job
+
+    def expire_held(self, batch: int = 500) -> int:
+        """Cancel and crypto-shred held jobs older than their hold timeout; return how many.
+
+        One indexed query (state, created_at) per hold timeout in use (the server's, and
+        each printer queue that overrides it) finds them however many jobs are held; a job
+        whose owner extended the hold waits until then. The clock is injectable.
+        """
+        default, per_queue = self.hold_timeouts()
+        now = self.clock()
+        groups: list[tuple[int, ColumnElement[bool]]] = [
+            (minutes, Job.queue == queue) for queue, minutes in per_queue.items()
+        ]
+        groups.append((default, Job.queue.not_in(list(per_queue)) if per_queue else true()))
+        expired = 0
+        for minutes, in_queues in groups:
+            cutoff = now - timedelta(minutes=minutes)
+            while True:
+                with self.db.session(write=False) as s:
+                    ids = list(
+                        s.scalars(
+                            select(Job.id)
+                            .where(
+                                Job.state == JobState.HELD.value,
+                                Job.created_at < cutoff,
+                                in_queues,
+                                or_(
+                                    Job.hold_extended_until.is_(None),
+                                    Job.hold_extended_until < now,
+                                ),
+                            )
+                            .order_by(Job.created_at)
+                            .limit(batch)
+                        )
                     )
-                    expired += 1
-                except (JobNotFound, JobNotPossible):
-                    continue  # released or cancelled meanwhile
-            if len(ids) < batch:
-                return expired
+                for job_id in ids:
+                    try:
+                        self.cancel(
+                            job_id,
+                            state=JobState.EXPIRED,
+                            reason=f"not released within {minutes} minutes",
+                        )
+                        expired += 1
+                    except (JobNotFound, JobNotPossible):
+                        continue  # released or cancelled meanwhile
+                if len(ids) < batch:
+                    break
+        return expired
 
     def abort_stale_incoming(self, older_than: timedelta) -> int:
         """Abort Create-Job jobs whose document never came (multiple-operation-time-out)."""

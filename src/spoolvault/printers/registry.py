@@ -12,7 +12,9 @@ from spoolvault.errors import ClientError
 from spoolvault.printers.uri import parse_printer_uri
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_HOST_RE = re.compile(r"[A-Za-z0-9:.%_-]{1,253}")
 RESERVED = {"secure"}  # the Find-Me queue
+MAX_HOLD_MINUTES = 525_600  # as the hold_timeout_minutes setting
 
 
 class InvalidPrinter(ClientError):
@@ -41,8 +43,16 @@ def add_printer(
     block_release_on_error: bool = False,
     group: str = "default",
     snmp_community: str | None = None,
+    snmp_host: str | None = None,
+    snmp_port: int | None = None,
+    hold_timeout_minutes: int | None = None,
 ) -> Printer:
-    """Create a printer; its queue is /printers/<name>."""
+    """Create a printer; its queue is /printers/<name>.
+
+    SNMP health is asked when ``snmp_community`` is set, of ``snmp_host`` (default: the
+    URI's host) at ``snmp_port`` (default 161). ``hold_timeout_minutes`` overrides the
+    server's hold timeout for jobs held on this printer's own queue.
+    """
     if not _NAME_RE.fullmatch(name):
         raise InvalidPrinter(
             f"printer name {name!r}: 1 to 64 letters, digits, '.', '_' or '-', "
@@ -55,6 +65,14 @@ def add_printer(
     except ValueError:
         modes = ", ".join(m.value for m in PrinterMode)
         raise InvalidPrinter(f"mode {mode!r}: one of {modes}") from None
+    if snmp_port is not None and not 1 <= snmp_port <= 65535:
+        raise InvalidPrinter(f"snmp_port {snmp_port}: a UDP port, 1 to 65535")
+    if snmp_host is not None and not _HOST_RE.fullmatch(snmp_host):
+        raise InvalidPrinter(f"snmp_host {snmp_host!r}: a host name or IP address")
+    if hold_timeout_minutes is not None and not 1 <= hold_timeout_minutes <= MAX_HOLD_MINUTES:
+        raise InvalidPrinter(
+            f"hold_timeout_minutes {hold_timeout_minutes}: 1 to {MAX_HOLD_MINUTES} (one year)"
+        )
     printer = Printer(
         name=name,
         uri=check_uri(uri),
@@ -62,6 +80,9 @@ def add_printer(
         block_release_on_error=block_release_on_error,
         group=group,
         snmp_community=snmp_community,
+        snmp_host=snmp_host,
+        snmp_port=snmp_port,
+        hold_timeout_minutes=hold_timeout_minutes,
     )
     try:
         with db.session() as s:

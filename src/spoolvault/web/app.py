@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import html
 import logging
 import socket
@@ -19,7 +20,7 @@ from starlette.routing import Mount, Route
 
 from spoolvault import __version__
 from spoolvault.api.app import create_api
-from spoolvault.audit import AuditLog, audit_path
+from spoolvault.audit import SYSTEM, Action, AuditLog, audit_path
 from spoolvault.errors import SpoolvaultError
 from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
 from spoolvault.ipp.server import IppServer
@@ -113,11 +114,21 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         interrupted = await in_thread(release.recover_interrupted)
+        recovered = list(rt.recovered)
         if interrupted:
             log.warning(
                 "%d jobs were being sent when the server stopped; kept as failed "
                 "(they may have printed)",
                 interrupted,
+            )
+            recovered.append(
+                f"{interrupted} jobs being released when the server stopped kept as failed"
+            )
+        if recovered:
+            await in_thread(
+                functools.partial(
+                    jobs.record_event, SYSTEM, Action.SERVER_RECOVERED, detail="; ".join(recovered)
+                )
             )
         task = asyncio.create_task(
             housekeeping(jobs, incoming_timeout=timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT))
