@@ -375,17 +375,8 @@ def _epoch_seconds(when: datetime | None) -> int:
     return int(when.timestamp()) if when is not None else 0
 
 
-def job_attributes(job: Job, *, job_uri: str, printer_uri: str, now: datetime) -> AttributeGroup:
-    """Every attribute of a job (RFC 8011 §5.3), in a job-attributes group."""
-    g = AttributeGroup(GroupTag.JOB, [])
+def _add_state(g: AttributeGroup, job: Job) -> None:
     state, reasons = ipp_state(job)
-    created = job.created_at
-    _add(g, "job-id", T.INTEGER, [job.id])
-    _add(g, "job-uri", T.URI, [job_uri])
-    _add(g, "job-uuid", T.URI, [f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, job_uri)}"])
-    _add(g, "job-printer-uri", T.URI, [printer_uri])
-    _add(g, "job-name", T.NAME, [job.title or f"job {job.id}"])
-    _add(g, "job-originating-user-name", T.NAME, [job.owner])
     _add(g, "job-state", T.ENUM, [int(state)])
     _add(g, "job-state-reasons", T.KEYWORD, reasons)
     message = job.state_reason or (
@@ -393,6 +384,30 @@ def job_attributes(job: Job, *, job_uri: str, printer_uri: str, now: datetime) -
     )
     if message:
         _add(g, "job-state-message", T.TEXT, [message[:255]])
+
+
+def job_created_attributes(job: Job, *, job_uri: str) -> AttributeGroup:
+    """The job group of a job-creation response (RFC 8011 §4.2.1.2), built alone: it is
+    on every Print-Job's path, where the whole job group cost a tenth of intake CPU."""
+    g = AttributeGroup(GroupTag.JOB, [])
+    _add(g, "job-id", T.INTEGER, [job.id])
+    _add(g, "job-uri", T.URI, [job_uri])
+    _add_state(g, job)
+    _add(g, "number-of-intervening-jobs", T.INTEGER, [0])
+    return g
+
+
+def job_attributes(job: Job, *, job_uri: str, printer_uri: str, now: datetime) -> AttributeGroup:
+    """Every attribute of a job (RFC 8011 §5.3), in a job-attributes group."""
+    g = AttributeGroup(GroupTag.JOB, [])
+    created = job.created_at
+    _add(g, "job-id", T.INTEGER, [job.id])
+    _add(g, "job-uri", T.URI, [job_uri])
+    _add(g, "job-uuid", T.URI, [f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, job_uri)}"])
+    _add(g, "job-printer-uri", T.URI, [printer_uri])
+    _add(g, "job-name", T.NAME, [job.title or f"job {job.id}"])
+    _add(g, "job-originating-user-name", T.NAME, [job.owner])
+    _add_state(g, job)
     _add(g, "job-k-octets", T.INTEGER, [(job.size + 1023) // 1024])
     _add(g, "job-hold-until", T.KEYWORD, [job.client_hold or "no-hold"])
     _add(g, "job-printer-up-time", T.INTEGER, [_epoch_seconds(now)])

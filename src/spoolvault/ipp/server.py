@@ -437,21 +437,7 @@ class IppServer:
 
     def _job_created_response(self, ctx: Context, job: Job) -> IppMessage:
         resp = _accepted(ctx)
-        full = self._job_group(ctx, job)
-        resp.groups.append(
-            A.select_job(
-                full,
-                None,
-                [
-                    "job-id",
-                    "job-uri",
-                    "job-state",
-                    "job-state-reasons",
-                    "job-state-message",
-                    "number-of-intervening-jobs",
-                ],
-            )
-        )
+        resp.groups.append(A.job_created_attributes(job, job_uri=ctx.job_uri(job.id)))
         return resp
 
     def _submission(self, ctx: Context) -> Submission:
