@@ -604,3 +604,54 @@ def test_postgres_exclusive_settings_race(pg_url: str) -> None:
             final = one.get_settings()
             assert not (final["spool_file_encryption"] and final["print_archiving"])
             one.update_settings("primary", {"print_archiving": False})
+
+
+def test_concurrent_add_job_commits_each_job_once_in_shared_transactions(db: Database) -> None:
+    """Group commit: 16 threads record 25 jobs each; every job gets its own id and row,
+    the returned objects are complete (defaults filled in), and a duplicate spool name
+    fails only its own job, not the others committed with it."""
+    _group_commit_drill(db)
+
+
+@pytest.mark.postgres
+def test_group_commit_on_postgres(pg_url: str) -> None:
+    with Database.open(pg_url) as database:
+        _group_commit_drill(database)
+
+
+def _group_commit_drill(db: Database) -> None:
+    taken = uuid.uuid4().hex
+    db.add_job(**job_fields(spool_name=taken))
+    start = threading.Barrier(16)
+    errors: list[BaseException] = []
+    made: list[Job] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        start.wait()
+        for k in range(25):
+            name = taken if (n, k) == (7, 3) else uuid.uuid4().hex
+            try:
+                job = db.add_job(**job_fields(owner=f"user{n}", spool_name=name))
+            except IntegrityError as exc:
+                with lock:
+                    errors.append(exc)
+                continue
+            with lock:
+                made.append(job)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1 and len(made) == 16 * 25 - 1
+    assert len({j.id for j in made}) == len(made)
+    for job in made[:20]:
+        stored = db.get_job(job.id)
+        assert stored is not None and stored.spool_name == job.spool_name
+        assert stored.owner == job.owner
+        assert job.document_format == "application/octet-stream" and job.server == "primary"
+        assert job.state is JobState.HELD and job.attributes == "[]"
+    with db.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 16 * 25
