@@ -17,6 +17,10 @@ from spoolvault.db.models import (
     FILE_STATES,
     AuditEvent,
     Base,
+    Delegation,
+    Device,
+    Group,
+    GroupMember,
     Job,
     JobState,
     Printer,
@@ -25,6 +29,7 @@ from spoolvault.db.models import (
     ServerKind,
     ServerSetting,
     User,
+    UserSource,
 )
 from spoolvault.db.url import database_url, mask_url, normalize_url
 
@@ -35,6 +40,10 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Database",
+    "Delegation",
+    "Device",
+    "Group",
+    "GroupMember",
     "Job",
     "JobState",
     "Printer",
@@ -45,6 +54,7 @@ __all__ = [
     "UnknownServer",
     "User",
     "UserExists",
+    "UserSource",
     "alembic_config",
     "database_url",
     "mask_url",

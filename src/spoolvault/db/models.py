@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     DateTime,
     Dialect,
     Enum,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
@@ -279,8 +281,21 @@ class ServerSetting(Base):
         return f"ServerSetting(server={self.server!r}, key={self.key!r}, value={self.value})"
 
 
+class UserSource(StrEnum):
+    """Where a user (or group) comes from: made here, or kept in step with a directory."""
+
+    LOCAL = "local"
+    LDAP = "ldap"
+
+
 class User(Base):
-    """A person who prints and releases; ``admin`` is created on first start."""
+    """A person who prints and releases; ``admin`` is created on first start.
+
+    Secrets are never stored as given (docs/identity.md): the password and PIN are argon2id
+    hashes; the card number is an HMAC-SHA256 under a server secret kept outside the
+    database, so it can be looked up exactly (one indexed equality) yet a stolen database
+    or backup alone does not reveal it.
+    """
 
     __tablename__ = "users"
 
@@ -289,10 +304,98 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String)  # argon2id, PHC string
     is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    full_name: Mapped[str | None] = mapped_column(String)
+    email: Mapped[str | None] = mapped_column(String)
+    # An ID number typed at a release station with a PIN (employee or student number).
+    id_number: Mapped[str | None] = mapped_column(String(64), unique=True)
+    card_hash: Mapped[str | None] = mapped_column(String(64), unique=True)  # HMAC-SHA256, hex
+    pin_hash: Mapped[str | None] = mapped_column(String)  # argon2id, PHC string
+    source: Mapped[UserSource] = mapped_column(
+        _str_enum(UserSource, "user_source"), default=UserSource.LOCAL, server_default="local"
+    )
+    external_id: Mapped[str | None] = mapped_column(String)  # the directory entry's DN
+    # Disabled users cannot log in (a directory sync disables users gone from it).
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     def __repr__(self) -> str:
-        # Never the hash: it is an offline-guessing target.
+        # Never the hashes: they are offline-guessing targets.
         return f"User(id={self.id}, username={self.username!r}, is_admin={self.is_admin})"
+
+
+class Group(Base):
+    """A named set of users: delegation to a group lets each member release."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    source: Mapped[UserSource] = mapped_column(
+        _str_enum(UserSource, "group_source"), default=UserSource.LOCAL
+    )
+    external_id: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Group(id={self.id}, name={self.name!r}, source={self.source})"
+
+
+class GroupMember(Base):
+    """One user in one group."""
+
+    __tablename__ = "group_members"
+    __table_args__ = (Index("ix_group_members_user_id", "user_id"),)
+
+    group_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Delegation(Base):
+    """``owner`` lets one user, or every member of one group, release the owner's jobs."""
+
+    __tablename__ = "delegations"
+    __table_args__ = (
+        CheckConstraint(
+            "(delegate_user_id IS NULL) <> (delegate_group_id IS NULL)", name="one_delegate"
+        ),
+        Index("ix_delegations_owner_id", "owner_id"),
+        Index("ix_delegations_delegate_user_id", "delegate_user_id"),
+        Index("ix_delegations_delegate_group_id", "delegate_group_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    delegate_user_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    delegate_group_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("groups.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Device(Base):
+    """An MFD release app (or Fast Release terminal), bound to one printer.
+
+    Only the SHA-256 of its token is stored: the token is 256 random bits, so a plain hash
+    is as good as a slow one and can be looked up by equality.
+    """
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    printer: Mapped[str] = mapped_column(
+        String(64), ForeignKey("printers.name", ondelete="CASCADE")
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Device(name={self.name!r}, printer={self.printer!r})"
 
 
 class AuditEvent(Base):
