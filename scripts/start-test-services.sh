@@ -17,7 +17,7 @@ if command -v pg_lsclusters >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     read -r ver name port status _ <<<"$cluster"
     if [ "$status" != "online" ]; then
         log "starting PostgreSQL $ver/$name on port $port"
-        pg_ctlcluster "$ver" "$name" start
+        pg_ctlcluster "$ver" "$name" start >&2  # stdout is the KEY=value output
     fi
     for _ in $(seq 1 50); do
         pg_isready -q -h 127.0.0.1 -p "$port" && break

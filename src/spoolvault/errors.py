@@ -5,6 +5,12 @@
     │   ├── settings.InvalidSetting ......... unknown setting, wrong type or range (400)
     │   ├── settings.SettingsConflict ....... encryption and archiving both on (409)
     │   ├── db.UnknownServer ................ no server of that name (404)
+    │   ├── AuthenticationFailed ............ unknown user, card or device, or a wrong secret:
+    │   │                                     one message for all, no user enumeration (401)
+    │   ├── LockedOut ....................... too many failures on this account or station;
+    │   │                                     carries retry_after seconds (429 + Retry-After)
+    │   ├── identity.InvalidIdentity ........ a malformed user, card, PIN, group (422)
+    │   ├── identity.csvimport.ImportFailed . a user CSV with bad lines, each named (nothing kept)
     │   ├── ipp.codec.IppParseError ......... a malformed IPP request (carries the IPP status)
     │   └── intake.lpd.LpdError ............. a malformed LPD command or control file
     ├── OperatorError ...................... the installation is wrong (-> startup or CLI message)
@@ -31,6 +37,27 @@ class SpoolvaultError(Exception):
 
 class ClientError(SpoolvaultError):
     """The client's request is at fault; it maps to an IPP status or an HTTP 4xx."""
+
+
+class AuthenticationFailed(ClientError):
+    """Credentials were refused. One message whatever was wrong: no user enumeration."""
+
+    MESSAGE = "authentication failed: unknown user or card, or wrong password or PIN"
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message)
+
+
+class LockedOut(ClientError):
+    """Too many failed logins for an account or at a station; try again in ``retry_after`` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many failed logins: try again in {retry_after} seconds"
+            if retry_after > 1
+            else "too many failed logins: try again in a second"
+        )
+        self.retry_after = retry_after
 
 
 class OperatorError(SpoolvaultError):

@@ -80,6 +80,10 @@ class Action(StrEnum):
     ADMIN_VIEW = "admin.view"  # an administrator listed jobs or the audit log
     AUDIT_RECOVERED = "audit.recovered"  # start-up repaired the file after a crash
     SERVER_RECOVERED = "server.recovered"  # start-up cleaned up after a crash (what, how many)
+    AUTH_LOGIN = "auth.login"  # a login at a release station or device: ok, or refused
+    USER_CHANGE = "user.change"  # a user created or changed (which fields, never values)
+    USER_SYNC = "user.sync"  # a CSV import or directory (LDAP) sync, with its counts
+    DEVICE_CHANGE = "device.change"  # a release device registered or removed
 
 
 class Outcome(StrEnum):
