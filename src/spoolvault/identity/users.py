@@ -230,8 +230,8 @@ class Users:
         """
         unknown = set(changes) - FIELDS
         if unknown:
-            known = ", ".join(sorted(FIELDS))
-            raise InvalidIdentity(f"unknown user field {', '.join(sorted(unknown))} (known: {known})")
+            names, known = ", ".join(sorted(unknown)), ", ".join(sorted(FIELDS))
+            raise InvalidIdentity(f"unknown user field {names} (known: {known})")
         out: dict[str, Any] = {}
         for name, value in changes.items():
             if name == "password":
