@@ -283,14 +283,9 @@ class Users:
         """Add a user in an open session (``values`` from ``prepare``)."""
         if s.scalar(select(User.id).where(User.username == username)) is not None:
             raise UserExists(f"a user named {username!r} exists already")
-        columns = {k: v for k, v in values.items() if k != "groups"}
-        user = User(
-            username=username,
-            source=source,
-            external_id=external_id,
-            created_at=utcnow(),
-            **columns,
-        )
+        columns: dict[str, Any] = {"external_id": external_id}
+        columns.update((k, v) for k, v in values.items() if k != "groups")
+        user = User(username=username, source=source, created_at=utcnow(), **columns)
         s.add(user)
         s.flush()
         if "groups" in values:
