@@ -7,17 +7,18 @@ one line on stderr with exit status 2, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,6 +28,9 @@ from rich.table import Table
 from spoolvault import __version__
 from spoolvault.errors import OperatorError, SpoolError, SpoolvaultError
 from spoolvault.netaddr import HostPort, parse_hostport
+
+if TYPE_CHECKING:
+    from spoolvault.identity import Users
 
 log = logging.getLogger("spoolvault")
 # Not a terminal (a pipe, a log, a test): wide enough that ids and paths are never cut.
@@ -59,7 +63,12 @@ spool_app = typer.Typer(help="Spool files: verify, find orphans.", no_args_is_he
 audit_app = typer.Typer(
     help="The audit log: verify its hash chain, list events.", no_args_is_help=True
 )
+user_app = typer.Typer(
+    help="Users: add, list, cards, PINs, CSV import, LDAP/AD sync, delegation.",
+    no_args_is_help=True,
+)
 app.add_typer(key_app, name="key")
+app.add_typer(user_app, name="user")
 app.add_typer(spool_app, name="spool")
 app.add_typer(audit_app, name="audit")
 
@@ -513,6 +522,259 @@ def audit_list(
         cells = (str(e.id), e.at, e.actor, e.action, job_id, e.printer or "", e.outcome, e.detail)
         table.add_row(*(escape(c) for c in cells))  # titles may contain [brackets]
     out.print(table)
+
+
+# -- user -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _users(data_dir: Path, database: str | None) -> Iterator[Users]:
+    """The data directory's users, with its card secret (server running or not)."""
+    from spoolvault.config import DataDir
+    from spoolvault.db import Database, database_url
+    from spoolvault.identity import Users, open_card_key
+
+    data = DataDir.open(data_dir, create=False)
+    with Database.open(database_url(database, data.database)) as db:
+        yield Users(db, open_card_key(data.root, db))
+
+
+def _secret(name: str, confirm: bool = True) -> str:
+    """A password or PIN: prompted (hidden) on a terminal, else one line of stdin.
+
+    Never an argument: arguments are visible to every user in the process list.
+    """
+    if sys.stdin.isatty():
+        return str(typer.prompt(name, hide_input=True, confirmation_prompt=confirm))
+    line = sys.stdin.readline()
+    if not line:
+        raise OperatorError(f"expected the {name} on standard input")
+    return line.rstrip("\r\n")
+
+
+def _print_user_done(verb: str, username: str) -> None:
+    out.print(f"{verb} user {username}", highlight=False)
+
+
+@user_app.command("add")
+def user_add(
+    username: Annotated[str, typer.Argument(help="The user name.")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+    password: Annotated[
+        bool, typer.Option("--password", help="Ask for a password (stdin when not a terminal).")
+    ] = False,
+    pin: Annotated[
+        bool, typer.Option("--pin", help="Ask for a PIN (stdin when not a terminal).")
+    ] = False,
+    card: Annotated[str | None, typer.Option("--card", help="Card number.")] = None,
+    id_number: Annotated[str | None, typer.Option("--id-number", help="ID number.")] = None,
+    full_name: Annotated[str | None, typer.Option("--full-name")] = None,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="A group (repeat for more).")
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Make an administrator.")] = False,
+) -> None:
+    """Create a local user."""
+    try:
+        fields: dict[str, object] = {}
+        if password:
+            fields["password"] = _secret("password")
+        if pin:
+            fields["pin"] = _secret("PIN")
+        for name, value in (
+            ("card_number", card),
+            ("id_number", id_number),
+            ("full_name", full_name),
+            ("email", email),
+        ):
+            if value is not None:
+                fields[name] = value
+        if group:
+            fields["groups"] = group
+        if admin:
+            fields["is_admin"] = True
+        with _users(data_dir, database) as users:
+            users.add(username, fields)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    _print_user_done("added", username)
+
+
+@user_app.command("list")
+def user_list(data_dir: DataDirOpt = DEFAULT_DATA_DIR, database: DatabaseOpt = None) -> None:
+    """List users: names, groups, delegates, and which credentials are set (never values)."""
+    try:
+        with _users(data_dir, database) as users:
+            found = users.list()
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    table = Table(
+        "user", "full name", "e-mail", "ID", "card", "PIN", "password", "groups",
+        "delegates", "source", "state",
+    )  # fmt: skip
+    for u in found:
+        delegates = [*u.delegates, *(f"@{g}" for g in u.delegate_groups)]
+        cells = (
+            u.username + (" (admin)" if u.is_admin else ""),
+            u.full_name or "",
+            u.email or "",
+            u.id_number or "",
+            "yes" if u.has_card else "",
+            "yes" if u.has_pin else "",
+            "yes" if u.has_password else "",
+            ", ".join(u.groups),
+            ", ".join(delegates),
+            u.source,
+            "disabled" if u.disabled else "",
+        )
+        table.add_row(*(escape(c) for c in cells))
+    out.print(table)
+
+
+@user_app.command("set-card")
+def user_set_card(
+    username: Annotated[str, typer.Argument(help="The user name.")],
+    card: Annotated[
+        str | None, typer.Argument(help="The card number; '-' reads it from stdin.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the user's card.")] = False,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+) -> None:
+    """Enroll a card for a user (stored as a keyed hash), or remove it."""
+    try:
+        if clear == (card is not None):
+            raise OperatorError("give a card number, or --clear")
+        number = _secret("card number", confirm=False) if card == "-" else card
+        with _users(data_dir, database) as users:
+            users.update(username, {"card_number": number})
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    _print_user_done("removed the card of" if clear else "enrolled a card for", username)
+
+
+@user_app.command("set-pin")
+def user_set_pin(
+    username: Annotated[str, typer.Argument(help="The user name.")],
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the user's PIN.")] = False,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+) -> None:
+    """Set a user's PIN (asked for, or one line of stdin), or remove it."""
+    try:
+        pin = None if clear else _secret("PIN")
+        with _users(data_dir, database) as users:
+            users.update(username, {"pin": pin})
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    _print_user_done("removed the PIN of" if clear else "set the PIN of", username)
+
+
+@user_app.command("import")
+def user_import(
+    file: Annotated[Path, typer.Argument(help="CSV with a header line (docs/identity.md).")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+    update: Annotated[
+        bool, typer.Option("--update", help="Update users that exist instead of refusing.")
+    ] = False,
+) -> None:
+    """Import users from CSV: every line checked first; on any error nothing is imported."""
+    from spoolvault.identity.csvimport import import_file
+
+    try:
+        with _users(data_dir, database) as users:
+            result = import_file(users, file, update=update)
+    except SpoolvaultError as exc:
+        _fail(str(exc), code=1)
+    out.print(
+        f"imported {file}: {len(result.added)} added, {len(result.updated)} updated",
+        highlight=False,
+    )
+
+
+@user_app.command("ldap-sync")
+def user_ldap_sync(
+    url: Annotated[str, typer.Option("--url", help="ldap://host[:389] or ldaps://host[:636]")],
+    base_dn: Annotated[str, typer.Option("--base-dn", help="Where the users are.")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+    bind_dn: Annotated[
+        str | None,
+        typer.Option("--bind-dn", help="Bind DN; its password from $SPOOLVAULT_LDAP_PASSWORD."),
+    ] = None,
+    active_directory: Annotated[
+        bool, typer.Option("--ad", help="Active Directory defaults (sAMAccountName, ...).")
+    ] = False,
+    start_tls: Annotated[bool, typer.Option("--start-tls", help="StartTLS, then bind.")] = False,
+    card_attribute: Annotated[
+        str | None, typer.Option("--card-attribute", help="The attribute with the card number.")
+    ] = None,
+    id_attribute: Annotated[
+        str | None, typer.Option("--id-attribute", help="The attribute with the ID number.")
+    ] = None,
+    user_filter: Annotated[str | None, typer.Option("--user-filter")] = None,
+    username_attribute: Annotated[str | None, typer.Option("--username-attribute")] = None,
+    full_name_attribute: Annotated[str | None, typer.Option("--full-name-attribute")] = None,
+    email_attribute: Annotated[str | None, typer.Option("--email-attribute")] = None,
+    group_base_dn: Annotated[str | None, typer.Option("--group-base-dn")] = None,
+    group_filter: Annotated[str | None, typer.Option("--group-filter")] = None,
+) -> None:
+    """Create, update and disable users, and set directory groups, from LDAP or AD."""
+    from spoolvault.identity.ldap import LdapConfig, sync
+
+    options = {
+        "bind_dn": bind_dn,
+        "bind_password": os.environ.get("SPOOLVAULT_LDAP_PASSWORD"),
+        "start_tls": start_tls,
+        "card_attribute": card_attribute,
+        "id_number_attribute": id_attribute,
+        "user_filter": user_filter,
+        "username_attribute": username_attribute,
+        "full_name_attribute": full_name_attribute,
+        "email_attribute": email_attribute,
+        "group_base_dn": group_base_dn,
+        "group_filter": group_filter,
+    }
+    given = {k: v for k, v in options.items() if v is not None}
+    cfg = (
+        LdapConfig.active_directory(url, base_dn, **given)
+        if active_directory
+        else LdapConfig(url=url, base_dn=base_dn, **given)
+    )
+    try:
+        with _users(data_dir, database) as users:
+            result = sync(users, cfg)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    for line in result.skipped:
+        err.print(f"skipped: {escape(line)}", highlight=False)
+    out.print(f"synced {url}: {result.summary()}", highlight=False)
+
+
+@user_app.command("delegate")
+def user_delegate(
+    owner: Annotated[str, typer.Argument(help="The user whose jobs others may release.")],
+    to: Annotated[list[str] | None, typer.Option("--to", help="A user (repeat for more).")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="A group (repeat for more).")
+    ] = None,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+) -> None:
+    """Let exactly these users and groups release OWNER's jobs (none given: nobody)."""
+    try:
+        with _users(data_dir, database) as users:
+            info = users.set_delegates(owner, to or [], group or [])
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    who = [*info.delegates, *(f"group {g}" for g in info.delegate_groups)]
+    out.print(
+        f"{owner}'s jobs may be released by: {', '.join(who) or 'only ' + owner}",
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -1,7 +1,10 @@
 """The REST API under /api/v1 (CONTRACT.md), with its OpenAPI document at /api/v1/openapi.json.
 
 Administration uses HTTP Basic with an administrator's password; release stations open a
-session with the user's own credentials and send ``Authorization: Bearer <token>``.
+session with the user's own credentials (password, card with or without PIN, ID number and
+PIN: spoolvault.identity) and send ``Authorization: Bearer <token>``; a user sees and
+releases their own jobs and those delegated to them. MFD devices and Fast Release terminals
+authenticate with a device token (release/mfd.py, release/fast.py).
 Every error is a JSON body with a ``detail`` a person can read. Settings changes and
 administrators' views of jobs and of the audit log are audited (docs/audit.md).
 """
@@ -10,9 +13,6 @@ administrators' views of jobs and of the audit log are audited (docs/audit.md).
 # annotations of the handlers below (closures over this module's dependencies).
 
 import functools
-import secrets
-import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -34,8 +34,18 @@ from spoolvault.audit import (
     describe_settings_change,
     list_events,
 )
-from spoolvault.db import Job, JobState, Printer, UserExists
-from spoolvault.errors import ClientError
+from spoolvault.db import Job, Printer, UserExists
+from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut
+from spoolvault.identity import (
+    DeviceExists,
+    DeviceNotFound,
+    IdentityConflict,
+    IdentityService,
+    InvalidIdentity,
+    UserInfo,
+    UserNotFound,
+)
+from spoolvault.identity.sessions import SESSION_SECONDS
 from spoolvault.jobs.release import (
     PrinterBlocked,
     PrinterNotFound,
@@ -45,9 +55,10 @@ from spoolvault.jobs.release import (
 )
 from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
 from spoolvault.printers.registry import InvalidPrinter, PrinterExists, add_printer, list_printers
+from spoolvault.release.access import cancel_for, release_for, visible_jobs
 from spoolvault.settings import InvalidSetting, SettingsConflict
 
-SESSION_SECONDS = 300  # a release station session: long enough to pick jobs, no longer
+__all__ = ["SESSION_SECONDS", "create_api"]
 
 _basic = HTTPBasic(auto_error=False, realm="spoolvault")
 _bearer = HTTPBearer(auto_error=False)
@@ -70,13 +81,68 @@ class PrinterIn(BaseModel):
 class UserIn(BaseModel):
     username: str
     password: str | None = None
+    card_number: str | None = Field(None, description="Stored only as a keyed hash.")
+    pin: str | None = Field(None, description="4 to 16 digits; stored as an argon2id hash.")
+    id_number: str | None = Field(None, description="For ID number + PIN login.")
+    full_name: str | None = None
+    email: str | None = None
+    groups: list[str] | None = None
+    is_admin: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"UserIn(username={self.username!r})"  # never the secrets
+
+
+class UserPatch(BaseModel):
+    """Fields to change; null clears one (password, card, PIN, ID number, name, e-mail)."""
+
+    password: str | None = None
     card_number: str | None = None
     pin: str | None = None
+    id_number: str | None = None
+    full_name: str | None = None
+    email: str | None = None
+    groups: list[str] | None = None
+    is_admin: bool | None = None
+    disabled: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"UserPatch(fields={sorted(self.model_fields_set)})"
+
+
+class DelegatesIn(BaseModel):
+    users: list[str] = Field(default_factory=list, description="User names.")
+    groups: list[str] = Field(default_factory=list, description="Group names.")
+
+
+class DelegatesOut(BaseModel):
+    users: list[str]
+    groups: list[str]
 
 
 class UserOut(BaseModel):
     username: str
     is_admin: bool
+    full_name: str | None = None
+    email: str | None = None
+    id_number: str | None = None
+    source: str = "local"
+    disabled: bool = False
+    has_password: bool = False
+    has_card: bool = False
+    has_pin: bool = False
+    groups: list[str] = Field(default_factory=list)
+    delegates: list[str] = Field(default_factory=list)
+    delegate_groups: list[str] = Field(default_factory=list)
+
+
+def _user_out(info: UserInfo) -> UserOut:
+    return UserOut(**vars(info))
+
+
+def _changed(fields: set[str]) -> str:
+    """``user.change`` detail: which fields, never their values."""
+    return ", ".join(sorted(fields)) or "nothing"
 
 
 class PrinterOut(BaseModel):
@@ -105,8 +171,34 @@ class JobOut(BaseModel):
 
 
 class SessionIn(BaseModel):
-    username: str
-    password: str
+    """One of: username + password; card_number (+ pin); id_number + pin."""
+
+    username: str | None = None
+    password: str | None = None
+    card_number: str | None = None
+    pin: str | None = None
+    id_number: str | None = None
+    station: str | None = Field(
+        None, description="The release station's name (lockout and audit); default: its address."
+    )
+
+    def __repr__(self) -> str:
+        return f"SessionIn(station={self.station!r})"  # never the credentials
+
+
+def login(identity: IdentityService, body: Any, station: str, printer: str | None = None) -> str:
+    """Check one of the three credential forms (blocking); return the user name."""
+    if body.username is not None and body.password is not None:
+        if body.card_number is not None or body.id_number is not None:
+            raise InvalidIdentity("give one of: username and password, card_number, id_number")
+        return identity.login_password(body.username, body.password, station=station)
+    if body.card_number is not None and body.username is None and body.id_number is None:
+        return identity.login_card(body.card_number, body.pin, station=station, printer=printer)
+    if body.id_number is not None and body.pin is not None and body.username is None:
+        return identity.login_id_pin(body.id_number, body.pin, station=station, printer=printer)
+    raise InvalidIdentity(
+        "give one of: username and password; card_number (and pin); id_number and pin"
+    )
 
 
 class SessionOut(BaseModel):
@@ -168,16 +260,13 @@ def _printer_out(p: Printer) -> PrinterOut:
     )
 
 
-@dataclass
-class _Session:
-    username: str
-    expires: float
-
-
-def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
+def create_api(jobs: JobService, release: ReleaseService, identity: IdentityService) -> FastAPI:
     """The /api/v1 application (mounted by web.app)."""
+    from spoolvault.release.fast import create_fast_release_router
+    from spoolvault.release.mfd import create_mfd_router
+
     db = jobs.db
-    sessions: dict[str, _Session] = {}
+    sessions = identity.sessions
     api = FastAPI(
         title="spoolvault",
         version=__version__,
@@ -190,17 +279,30 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
     @api.exception_handler(ClientError)
     async def client_error(request: Request, exc: ClientError) -> JSONResponse:
         status = 400
-        if isinstance(exc, JobNotFound | PrinterNotFound):
+        headers: dict[str, str] = {}
+        if isinstance(exc, JobNotFound | PrinterNotFound | UserNotFound | DeviceNotFound):
             status = 404
         elif isinstance(
-            exc, PrinterBlocked | SettingsConflict | PrinterExists | JobNotPossible | UserExists
+            exc,
+            PrinterBlocked
+            | SettingsConflict
+            | PrinterExists
+            | JobNotPossible
+            | UserExists
+            | IdentityConflict
+            | DeviceExists,
         ):
             status = 409
-        elif isinstance(exc, InvalidPrinter | InvalidSetting):
+        elif isinstance(exc, InvalidPrinter | InvalidSetting | InvalidIdentity):
             status = 422
         elif isinstance(exc, ReleaseRefused):
             status = 409
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        elif isinstance(exc, AuthenticationFailed):
+            status = 401
+        elif isinstance(exc, LockedOut):
+            status = 429
+            headers["Retry-After"] = str(exc.retry_after)
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @api.exception_handler(ReleaseFailed)
     async def release_failed(request: Request, exc: ReleaseFailed) -> JSONResponse:
@@ -222,8 +324,8 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
     async def station_user(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> str:
-        session = sessions.get(creds.credentials) if creds else None
-        if session is None or session.expires < time.monotonic():
+        session = sessions.get(creds.credentials if creds else None)
+        if session is None:
             raise HTTPException(
                 401, "log in at the release station first (session missing or expired)"
             )
@@ -240,15 +342,46 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
     async def get_printers(_: Annotated[str, Depends(admin)]) -> list[PrinterOut]:
         return [_printer_out(p) for p in await in_thread(list_printers, db)]
 
-    @api.post("/users", status_code=201, response_model=UserOut)
-    async def create_user(body: UserIn, _: Annotated[str, Depends(admin)]) -> UserOut:
-        if body.card_number is not None or body.pin is not None:
-            raise HTTPException(422, "cards and PINs are not supported by this version yet")
-        user = await in_thread(db.add_user, body.username, body.password)
-        return UserOut(username=user.username, is_admin=user.is_admin)
-
     async def record(actor: str, action: Action, **details: Any) -> None:
         await in_thread(functools.partial(jobs.record_event, actor, action, **details))
+
+    @api.post("/users", status_code=201, response_model=UserOut)
+    async def create_user(body: UserIn, user: Annotated[str, Depends(admin)]) -> UserOut:
+        """Create a user; card numbers, PINs and passwords are stored hashed only."""
+        fields = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"username"})
+        info = await in_thread(identity.users.add, body.username, fields)
+        await record(
+            user, Action.USER_CHANGE, detail=f"created {body.username}: {_changed(set(fields))}"
+        )
+        return _user_out(info)
+
+    @api.get("/users", response_model=list[UserOut])
+    async def get_users(_: Annotated[str, Depends(admin)]) -> list[UserOut]:
+        return [_user_out(u) for u in await in_thread(identity.users.list)]
+
+    @api.get("/users/{username}", response_model=UserOut)
+    async def get_user(username: str, _: Annotated[str, Depends(admin)]) -> UserOut:
+        return _user_out(await in_thread(identity.users.info, username))
+
+    @api.patch("/users/{username}", response_model=UserOut)
+    async def patch_user(
+        username: str, body: UserPatch, user: Annotated[str, Depends(admin)]
+    ) -> UserOut:
+        """Set or clear a user's card, PIN, password, ID number, name, e-mail, groups."""
+        fields = body.model_dump(exclude_unset=True)
+        info = await in_thread(identity.users.update, username, fields)
+        await record(user, Action.USER_CHANGE, detail=f"{username}: {_changed(set(fields))}")
+        return _user_out(info)
+
+    @api.put("/users/{username}/delegates", response_model=DelegatesOut)
+    async def put_delegates(
+        username: str, body: DelegatesIn, user: Annotated[str, Depends(admin)]
+    ) -> DelegatesOut:
+        """Exactly these users and groups' members may release ``username``'s jobs."""
+        info = await in_thread(identity.users.set_delegates, username, body.users, body.groups)
+        detail = f"{username} delegates to users {info.delegates}, groups {info.delegate_groups}"
+        await record(user, Action.USER_CHANGE, detail=detail)
+        return DelegatesOut(users=info.delegates, groups=info.delegate_groups)
 
     @api.get("/jobs", response_model=list[JobOut])
     async def get_jobs(user: Annotated[str, Depends(admin)]) -> list[JobOut]:
@@ -307,40 +440,37 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
     # -- release stations --------------------------------------------------------------
 
     @api.post("/release/session", response_model=SessionOut)
-    async def open_session(body: SessionIn) -> SessionOut:
-        if not await in_thread(db.verify_password, body.username, body.password):
-            # One answer for unknown users and wrong passwords: no user enumeration.
-            raise HTTPException(401, "wrong user name or password")
-        token = secrets.token_urlsafe(32)
-        now = time.monotonic()
-        for key in [k for k, v in sessions.items() if v.expires < now]:
-            del sessions[key]
-        sessions[token] = _Session(body.username, now + SESSION_SECONDS)
-        return SessionOut(token=token, expires_in=SESSION_SECONDS)
+    async def open_session(body: SessionIn, request: Request) -> SessionOut:
+        """Log in at a release station: password, card (+ PIN) or ID number + PIN.
+
+        401 with one message for every wrong credential (no user enumeration); 429 with
+        Retry-After when the account or the station is locked out after repeated failures.
+        """
+        client = request.client.host if request.client else "unknown"
+        station = body.station or f"api:{client}"
+        username = await in_thread(login, identity, body, station)
+        token = sessions.open(username, station=station)
+        return SessionOut(token=token, expires_in=sessions.ttl)
+
+    @api.delete("/release/session", status_code=204)
+    async def close_session(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if creds is not None:
+            sessions.close(creds.credentials)
 
     @api.get("/release/jobs", response_model=list[JobOut])
     async def my_jobs(user: Annotated[str, Depends(station_user)]) -> list[JobOut]:
-        held = await in_thread(
-            lambda: jobs.list(owner=user, states=[JobState.HELD, JobState.FAILED])
-        )
-        return [_job_out(j) for j in held]
-
-    async def own_job(job_id: int, user: str) -> Job:
-        try:
-            job = await in_thread(jobs.get, job_id)
-        except JobNotFound:
-            job = None
-        if job is None or job.owner != user:
-            # The same answer whether the job does not exist or is someone else's.
-            raise HTTPException(404, f"you have no job {job_id}")
-        return job
+        """The user's own held and failed jobs, and those of users who delegated to them."""
+        return [_job_out(j) for j in await in_thread(visible_jobs, jobs, identity, user)]
 
     @api.post("/release/jobs/{job_id}", response_model=ReleaseOut)
     async def release_job(
         job_id: int, body: ReleaseIn, user: Annotated[str, Depends(station_user)]
     ) -> ReleaseOut:
-        await own_job(job_id, user)
-        done = await release.release(job_id, body.printer, actor=user)
+        done = await release_for(
+            user, job_id, body.printer, jobs=jobs, release=release, identity=identity
+        )
         return ReleaseOut(
             job=_job_out(done.job),
             printer_job_id=done.delivered.printer_job_id,
@@ -349,12 +479,29 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
 
     @api.delete("/release/jobs/{job_id}", response_model=JobOut)
     async def cancel_job(job_id: int, user: Annotated[str, Depends(station_user)]) -> JobOut:
-        await own_job(job_id, user)
-        job = await in_thread(
-            lambda: jobs.cancel(
-                job_id, reason=f"cancelled by {user} at a release station", actor=user
-            )
+        job = await cancel_for(
+            user, job_id, jobs=jobs, identity=identity, where="at a release station"
         )
         return _job_out(job)
 
+    @api.get("/release/delegates", response_model=DelegatesOut)
+    async def my_delegates(user: Annotated[str, Depends(station_user)]) -> DelegatesOut:
+        """Who may release the logged-in user's jobs."""
+        info = await in_thread(identity.users.info, user)
+        return DelegatesOut(users=info.delegates, groups=info.delegate_groups)
+
+    @api.put("/release/delegates", response_model=DelegatesOut)
+    async def set_my_delegates(
+        body: DelegatesIn, user: Annotated[str, Depends(station_user)]
+    ) -> DelegatesOut:
+        """Let exactly these users, and these groups' members, release my jobs."""
+        info = await in_thread(identity.users.set_delegates, user, body.users, body.groups)
+        detail = f"{user} delegates to users {info.delegates}, groups {info.delegate_groups}"
+        await record(user, Action.USER_CHANGE, detail=detail)
+        return DelegatesOut(users=info.delegates, groups=info.delegate_groups)
+
+    api.include_router(
+        create_mfd_router(jobs, release, identity, admin=admin, record=record, login=login)
+    )
+    api.include_router(create_fast_release_router(jobs, release, identity))
     return api

@@ -22,6 +22,7 @@ from spoolvault import __version__
 from spoolvault.api.app import create_api
 from spoolvault.audit import SYSTEM, Action, AuditLog, audit_path
 from spoolvault.errors import SpoolvaultError
+from spoolvault.identity import IdentityService, open_card_key
 from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
 from spoolvault.ipp.server import IppServer
 from spoolvault.jobs.release import ReleaseService
@@ -73,8 +74,9 @@ def create_app(
     audit = AuditLog.open(audit_path(rt.data.root), rt.db)
     jobs = JobService(rt.db, rt.store, audit=audit)
     release = ReleaseService(jobs)
+    identity = IdentityService(rt.db, open_card_key(rt.data.root, rt.db), audit=audit)
     ipp = IppServer(rt, jobs, release=release)
-    api = create_api(jobs, release)
+    api = create_api(jobs, release, identity)
 
     async def health(request: Request) -> Response:
         try:
