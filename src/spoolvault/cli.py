@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -725,7 +725,7 @@ def user_ldap_sync(
     """Create, update and disable users, and set directory groups, from LDAP or AD."""
     from spoolvault.identity.ldap import LdapConfig, sync
 
-    options = {
+    options: dict[str, Any] = {
         "bind_dn": bind_dn,
         "bind_password": os.environ.get("SPOOLVAULT_LDAP_PASSWORD"),
         "start_tls": start_tls,
