@@ -92,6 +92,7 @@ def _lines(text: str) -> Iterable[tuple[int, list[str]]]:
 def import_users(users: Users, text: str, *, update: bool = False) -> ImportResult:
     """Check every line, then store them all in one transaction (or raise ImportFailed)."""
     errors: list[str] = []
+    text = text.removeprefix("\ufeff")  # Excel's byte-order mark
     try:
         lines = list(_lines(text))
     except csv.Error as exc:
