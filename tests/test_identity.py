@@ -341,7 +341,11 @@ def test_csv_import_reports_every_bad_line_and_imports_nothing(ident: IdentitySe
     ]
     assert [u.username for u in ident.users.list()] == ["existing"]
 
-    good = "\ufeffUsername,Full_Name,Card_Number,PIN,Groups,is_admin\nalice,Alice,C1,1234,staff;print,\nbob,,C2,,,true\n"
+    good = (
+        "\ufeffUsername,Full_Name,Card_Number,PIN,Groups,is_admin\n"
+        "alice,Alice,C1,1234,staff;print,\n"
+        "bob,,C2,,,true\n"
+    )
     result = import_users(ident.users, good)
     assert result.added == ["alice", "bob"]
     alice = ident.users.info("alice")
