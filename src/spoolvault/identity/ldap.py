@@ -20,6 +20,7 @@ two entries, or already enrolled to a local user, is skipped and reported.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -141,18 +142,23 @@ def _all(attributes: dict[str, Any], name: str) -> list[str]:
 
 
 def _connect(cfg: LdapConfig) -> ldap3.Connection:
+    server = ldap3.Server(cfg.url, connect_timeout=cfg.timeout, get_info=ldap3.NONE)
+    conn = ldap3.Connection(
+        server,
+        user=cfg.bind_dn,
+        password=cfg.bind_password,
+        read_only=True,
+        receive_timeout=cfg.timeout,
+        raise_exceptions=True,
+    )
     try:
-        server = ldap3.Server(cfg.url, connect_timeout=cfg.timeout, get_info=ldap3.NONE)
-        conn = ldap3.Connection(
-            server,
-            user=cfg.bind_dn,
-            password=cfg.bind_password,
-            read_only=True,
-            receive_timeout=cfg.timeout,
-            raise_exceptions=True,
-            auto_bind=ldap3.AUTO_BIND_TLS_BEFORE_BIND if cfg.start_tls else ldap3.AUTO_BIND_NO_TLS,
-        )
+        conn.open()
+        if cfg.start_tls:
+            conn.start_tls()
+        conn.bind()
     except LDAPException as exc:
+        with contextlib.suppress(LDAPException):
+            conn.unbind()  # closes the socket
         # ldap3's messages name the server and the result, never the password.
         who = cfg.bind_dn or "anonymous"
         raise LdapSyncError(f"cannot bind to {cfg.url} as {who}: {exc}") from None
