@@ -82,7 +82,6 @@ class Action(StrEnum):
     SERVER_RECOVERED = "server.recovered"  # start-up cleaned up after a crash (what, how many)
     AUTH_LOGIN = "auth.login"  # a login at a release station or device: ok, or refused
     USER_CHANGE = "user.change"  # a user created or changed (which fields, never values)
-    USER_SYNC = "user.sync"  # a CSV import or directory (LDAP) sync, with its counts
     DEVICE_CHANGE = "device.change"  # a release device registered or removed
 
 

@@ -191,7 +191,7 @@ def _check_row(
             continue
         first = seen[name].setdefault(value, line)
         if first != line:
-            what = name.replace("_", " ")
+            what = {"username": "user name", "card_number": "card number"}.get(name, "ID number")
             raise IdentityConflict(f"the same {what} as line {first}")
     return _Row(line, username, users.prepare(changes))
 
