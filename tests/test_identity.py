@@ -164,9 +164,11 @@ def test_logins_by_password_card_card_and_pin_and_id_number(
             attempt()
         messages.add(str(caught.value))
     assert messages == {AuthenticationFailed.MESSAGE}  # one answer: no enumeration
-    ident.users.update("alice", {"disabled": True})
+    assert db.verify_password("alice", "alice-password")  # IPP and admin logins too
+    ident.users.update("alice", {"disabled": True, "is_admin": True})
     with pytest.raises(AuthenticationFailed):
         ident.login_password("alice", "alice-password", station="lobby")
+    assert not db.verify_password("alice", "alice-password") and not db.is_admin("alice")
     logged = events(db, audit, Action.AUTH_LOGIN)
     assert [o for _, o, _ in logged] == ["ok"] * 4 + ["refused"] * 10
     assert ("unknown", "refused", "password at lobby: refused") in logged

@@ -96,3 +96,12 @@ def test_station_lockout_answers_429_with_retry_after_until_it_ends(app: App) ->
     assert c.post("/release/session", json={"card_number": "A1", "station": "desk"}).is_success
     app.clock.now += 10
     assert c.post("/release/session", json={"card_number": "A1", "station": "kiosk"}).is_success
+
+
+def test_a_client_cannot_dodge_the_station_lockout_by_renaming_its_station(app: App) -> None:
+    c = app.client
+    for n in range(20):
+        r = c.post("/release/session", json={"card_number": f"G{n}", "station": f"kiosk-{n}"})
+        assert r.status_code == 401
+    r = c.post("/release/session", json={"card_number": "A1", "station": "fresh-name"})
+    assert r.status_code == 429 and r.headers["Retry-After"] == "30"

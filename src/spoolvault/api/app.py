@@ -186,16 +186,23 @@ class SessionIn(BaseModel):
         return f"SessionIn(station={self.station!r})"  # never the credentials
 
 
-def login(identity: IdentityService, body: Any, station: str, printer: str | None = None) -> str:
+def login(
+    identity: IdentityService,
+    body: Any,
+    station: str,
+    printer: str | None = None,
+    client: str | None = None,
+) -> str:
     """Check one of the three credential forms (blocking); return the user name."""
+    where: dict[str, Any] = {"station": station, "printer": printer, "client": client}
     if body.username is not None and body.password is not None:
         if body.card_number is not None or body.id_number is not None:
             raise InvalidIdentity("give one of: username and password, card_number, id_number")
-        return identity.login_password(body.username, body.password, station=station)
+        return identity.login_password(body.username, body.password, **where)
     if body.card_number is not None and body.username is None and body.id_number is None:
-        return identity.login_card(body.card_number, body.pin, station=station, printer=printer)
+        return identity.login_card(body.card_number, body.pin, **where)
     if body.id_number is not None and body.pin is not None and body.username is None:
-        return identity.login_id_pin(body.id_number, body.pin, station=station, printer=printer)
+        return identity.login_id_pin(body.id_number, body.pin, **where)
     raise InvalidIdentity(
         "give one of: username and password; card_number (and pin); id_number and pin"
     )
@@ -448,7 +455,7 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
         """
         client = request.client.host if request.client else "unknown"
         station = body.station or f"api:{client}"
-        username = await in_thread(login, identity, body, station)
+        username = await in_thread(login, identity, body, station, None, client)
         token = sessions.open(username, station=station)
         return SessionOut(token=token, expires_in=sessions.ttl)
 

@@ -447,15 +447,17 @@ class Database:
         return generated
 
     def is_admin(self, username: str) -> bool:
-        """True if ``username`` is an administrator."""
+        """True if ``username`` is an administrator (and not disabled)."""
         with self.session(write=False) as s:
-            return bool(s.scalar(select(User.is_admin).where(User.username == username)))
+            query = select(User.is_admin).where(User.username == username, ~User.disabled)
+            return bool(s.scalar(query))
 
     def verify_password(self, username: str, password: str) -> bool:
-        """True if ``username`` exists, has a password and ``password`` matches it."""
+        """True if ``username`` exists, is enabled, has a password and ``password`` matches."""
         with self.session(write=False) as s:
             user = s.scalar(select(User).where(User.username == username))
-        stored = user.password_hash if user is not None else None
+        # A disabled user (e.g. gone from the directory) is refused like an unknown one.
+        stored = user.password_hash if user is not None and not user.disabled else None
         if user is None or stored is None:
             # Spend the same time as a real check: the answer time must not tell an
             # attacker which user names exist.

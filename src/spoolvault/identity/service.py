@@ -59,8 +59,20 @@ class IdentityService:
 
     # -- logins -----------------------------------------------------------------------
 
-    def login_password(self, username: str, password: str, *, station: str) -> str:
-        """Log in with user name and password; return the user name."""
+    def login_password(
+        self,
+        username: str,
+        password: str,
+        *,
+        station: str,
+        printer: str | None = None,
+        client: str | None = None,
+    ) -> str:
+        """Log in with user name and password; return the user name.
+
+        ``station`` names where (lockout, audit); ``client``, the network address, is
+        counted as a station too where the station name comes from the client itself.
+        """
         user = self.users.get(username)
 
         def check(found: User | None) -> bool:
@@ -71,10 +83,18 @@ class IdentityService:
                 self.users.set_password_hash(found.id, hash_secret(password))
             return ok
 
-        return self._login("password", f"user:{username}", user, check, station)
+        return self._login(
+            "password", f"user:{username}", user, check, station, printer=printer, client=client
+        )
 
     def login_card(
-        self, card_number: str, pin: str | None, *, station: str, printer: str | None = None
+        self,
+        card_number: str,
+        pin: str | None,
+        *,
+        station: str,
+        printer: str | None = None,
+        client: str | None = None,
     ) -> str:
         """Log in with a card, and the user's PIN when they have one; return the user name.
 
@@ -95,10 +115,16 @@ class IdentityService:
             return verify_secret(stored, pin)
 
         method = "card" if pin is None else "card and PIN"
-        return self._login(method, key, user, check, station, printer=printer)
+        return self._login(method, key, user, check, station, printer=printer, client=client)
 
     def login_id_pin(
-        self, id_number: str, pin: str, *, station: str, printer: str | None = None
+        self,
+        id_number: str,
+        pin: str,
+        *,
+        station: str,
+        printer: str | None = None,
+        client: str | None = None,
     ) -> str:
         """Log in with an ID number and PIN; return the user name."""
         user = self.users.by_id_number(id_number)
@@ -107,7 +133,9 @@ class IdentityService:
         def check(found: User | None) -> bool:
             return verify_secret(found.pin_hash if found is not None else None, pin)
 
-        return self._login("ID number and PIN", key, user, check, station, printer=printer)
+        return self._login(
+            "ID number and PIN", key, user, check, station, printer=printer, client=client
+        )
 
     def card_owner(self, card_number: str, *, station: str, printer: str | None = None) -> str:
         """Fast Release: whose card this is, by the card alone (a tap, no PIN by design)."""
@@ -130,9 +158,14 @@ class IdentityService:
         station: str,
         *,
         printer: str | None = None,
+        client: str | None = None,
     ) -> str:
         station = station[:MAX_STATION]
         keys = [Lockout.account(account), Lockout.station(station)]
+        if client is not None and f"api:{client}" != station:
+            # A station name the client chose could be changed at every guess: its address
+            # is counted too.
+            keys.append(Lockout.station(f"api:{client}"))
         actor = user.username if user is not None else UNKNOWN_ACTOR
         try:
             self.lockout.check(keys)
