@@ -400,3 +400,23 @@ def test_every_audit_action_is_documented() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "audit.md").read_text()
     missing = [a.value for a in Action if f"`{a.value}`" not in doc]
     assert missing == []
+
+
+def test_request_bodies_never_show_secrets() -> None:
+    from spoolvault.api.app import SessionIn, UserIn, UserPatch
+    from spoolvault.identity.devices import NewDevice
+    from spoolvault.release.fast import FastReleaseIn
+    from spoolvault.release.mfd import MfdLogin
+
+    bodies = [
+        SessionIn(username="a", password="pw-secret-1", card_number=CARD, pin=PIN),
+        UserIn(username="a", password="pw-secret-1", card_number=CARD, pin=PIN),
+        UserPatch(password="pw-secret-1", card_number=CARD, pin=PIN),
+        MfdLogin(card_number=CARD, pin=PIN, password="pw-secret-1"),
+        FastReleaseIn(card_number=CARD),
+        NewDevice("d", "p", "svd_secret-token"),
+    ]
+    for body in bodies:
+        for shown in (repr(body), str(body)):
+            for secret in ("pw-secret-1", CARD, PIN, "svd_secret-token"):
+                assert secret not in shown

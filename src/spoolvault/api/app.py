@@ -80,34 +80,28 @@ class PrinterIn(BaseModel):
 
 class UserIn(BaseModel):
     username: str
-    password: str | None = None
-    card_number: str | None = Field(None, description="Stored only as a keyed hash.")
-    pin: str | None = Field(None, description="4 to 16 digits; stored as an argon2id hash.")
+    password: str | None = Field(None, repr=False)
+    card_number: str | None = Field(None, repr=False, description="Stored as a keyed hash.")
+    pin: str | None = Field(None, repr=False, description="4 to 16 digits; stored hashed.")
     id_number: str | None = Field(None, description="For ID number + PIN login.")
     full_name: str | None = None
     email: str | None = None
     groups: list[str] | None = None
     is_admin: bool | None = None
 
-    def __repr__(self) -> str:
-        return f"UserIn(username={self.username!r})"  # never the secrets
-
 
 class UserPatch(BaseModel):
     """Fields to change; null clears one (password, card, PIN, ID number, name, e-mail)."""
 
-    password: str | None = None
-    card_number: str | None = None
-    pin: str | None = None
+    password: str | None = Field(None, repr=False)
+    card_number: str | None = Field(None, repr=False)
+    pin: str | None = Field(None, repr=False)
     id_number: str | None = None
     full_name: str | None = None
     email: str | None = None
     groups: list[str] | None = None
     is_admin: bool | None = None
     disabled: bool | None = None
-
-    def __repr__(self) -> str:
-        return f"UserPatch(fields={sorted(self.model_fields_set)})"
 
 
 class DelegatesIn(BaseModel):
@@ -174,16 +168,13 @@ class SessionIn(BaseModel):
     """One of: username + password; card_number (+ pin); id_number + pin."""
 
     username: str | None = None
-    password: str | None = None
-    card_number: str | None = None
-    pin: str | None = None
+    password: str | None = Field(None, repr=False)
+    card_number: str | None = Field(None, repr=False)
+    pin: str | None = Field(None, repr=False)
     id_number: str | None = None
     station: str | None = Field(
         None, description="The release station's name (lockout and audit); default: its address."
     )
-
-    def __repr__(self) -> str:
-        return f"SessionIn(station={self.station!r})"  # never the credentials
 
 
 def login(
@@ -209,7 +200,7 @@ def login(
 
 
 class SessionOut(BaseModel):
-    token: str
+    token: str = Field(repr=False)
     expires_in: int
 
 

@@ -27,10 +27,7 @@ from spoolvault.release.mfd import device_dependency
 
 
 class FastReleaseIn(BaseModel):
-    card_number: str
-
-    def __repr__(self) -> str:
-        return "FastReleaseIn(card_number=<hidden>)"
+    card_number: str = Field(repr=False)
 
 
 class FastReleased(BaseModel):

@@ -51,7 +51,7 @@ class DeviceOut(BaseModel):
 
 
 class NewDeviceOut(DeviceOut):
-    token: str = Field(description="The device token: shown this once, stored hashed.")
+    token: str = Field(repr=False, description="The device token: shown once, stored hashed.")
 
 
 class MfdDevice(BaseModel):
@@ -63,18 +63,15 @@ class MfdDevice(BaseModel):
 class MfdLogin(BaseModel):
     """One of: card_number (+ pin); username + password; id_number + pin."""
 
-    card_number: str | None = None
-    pin: str | None = None
+    card_number: str | None = Field(None, repr=False)
+    pin: str | None = Field(None, repr=False)
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(None, repr=False)
     id_number: str | None = None
-
-    def __repr__(self) -> str:
-        return "MfdLogin(<credentials hidden>)"
 
 
 class MfdSession(BaseModel):
-    token: str = Field(description=f"Send it as {SESSION_HEADER} on the next calls.")
+    token: str = Field(repr=False, description=f"Send it as {SESSION_HEADER} on the next calls.")
     expires_in: int = Field(description="Seconds until the session ends.")
     username: str
     full_name: str | None
