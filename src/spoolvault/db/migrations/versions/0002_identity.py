@@ -127,6 +127,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("users") as batch:
+        # SQLite's batch copy keeps the CHECK of a dropped column unless it is dropped too.
+        batch.drop_constraint(op.f("ck_users_user_source"), type_="check")
         batch.drop_constraint(op.f("uq_users_id_number"), type_="unique")
         batch.drop_constraint(op.f("uq_users_card_hash"), type_="unique")
         for column in (
