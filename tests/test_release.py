@@ -444,3 +444,38 @@ def test_start_up_recovery_is_audited(tmp_path: Path) -> None:
         assert "1 jobs being released" in event["detail"] and event["actor"] == "system"
     finally:
         srv.stop()
+
+
+def test_printers_can_be_changed_and_removed_over_rest(srv: Server) -> None:
+    add_printer(srv, "lobby", "ipp://127.0.0.1:9/ipp/print")
+    with api(srv) as c:
+        r = c.patch(
+            "/printers/lobby",
+            json={"block_release_on_error": True, "hold_timeout_minutes": 20},
+            auth=ADMIN,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["block_release_on_error"] is True
+        assert r.json()["hold_timeout_minutes"] == 20
+        assert c.patch("/printers/lobby", json={"uri": None}, auth=ADMIN).status_code == 422
+        bad = c.patch("/printers/lobby", json={"uri": "http://x/"}, auth=ADMIN)
+        assert bad.status_code == 422 and "detail" in bad.json()
+        assert c.patch("/printers/nope", json={"group": "x"}, auth=ADMIN).status_code == 404
+        assert c.patch("/printers/lobby", json={"group": "x"}).status_code == 401
+        job_id = submit(srv, "alice", b"held on lobby's own queue\n", queue="lobby")
+        r = c.delete("/printers/lobby", auth=ADMIN)
+        assert r.status_code == 409 and "1 jobs held" in r.json()["detail"]
+        done = c.get("/jobs", auth=ADMIN).json()
+        assert [j["id"] for j in done] == [job_id]
+    with Runtime.open(srv.data_dir, None) as rt:
+        from spoolvault.jobs.service import JobService
+
+        JobService(rt.db, rt.store).cancel(job_id, reason="test", actor="admin")
+    with api(srv) as c:
+        assert c.delete("/printers/lobby", auth=ADMIN).status_code == 200
+        assert c.get("/printers", auth=ADMIN).json() == []
+        details = [
+            e["detail"]
+            for e in c.get("/audit", params={"action": "printer.change"}, auth=ADMIN).json()
+        ]
+    assert details[0] == "removed" and "hold_timeout_minutes None -> 20" in details[1]

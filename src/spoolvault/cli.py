@@ -17,36 +17,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from spoolvault import __version__
+from spoolvault.admin_cli import jobs_app, printer_app, settings_app
+from spoolvault.cli_support import (
+    DEFAULT_DATA_DIR,
+    DatabaseOpt,
+    DataDirOpt,
+    _fail,
+    err,
+    out,
+)
 from spoolvault.errors import OperatorError, SpoolError, SpoolvaultError
 from spoolvault.netaddr import HostPort, parse_hostport
 
 log = logging.getLogger("spoolvault")
-# Not a terminal (a pipe, a log, a test): wide enough that ids and paths are never cut.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-DEFAULT_DATA_DIR = Path("./spoolvault-data")
 ORPHAN_MIN_AGE = 300.0
 
-DataDirOpt = Annotated[
-    Path,
-    typer.Option("--data-dir", help="The server's data directory.", show_default=True),
-]
-DatabaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        help="Database URL: postgresql://… for PostgreSQL; default SQLite in the data dir.",
-    ),
-]
 
 app = typer.Typer(
     help="spoolvault: secure print release with spool files encrypted at rest.",
@@ -62,11 +54,9 @@ audit_app = typer.Typer(
 app.add_typer(key_app, name="key")
 app.add_typer(spool_app, name="spool")
 app.add_typer(audit_app, name="audit")
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+app.add_typer(printer_app, name="printer")
+app.add_typer(settings_app, name="settings")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -38,13 +38,21 @@ from spoolvault.db import Job, JobState, Printer, UserExists
 from spoolvault.errors import ClientError
 from spoolvault.jobs.release import (
     PrinterBlocked,
-    PrinterNotFound,
     ReleaseFailed,
     ReleaseRefused,
     ReleaseService,
 )
 from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
-from spoolvault.printers.registry import InvalidPrinter, PrinterExists, add_printer, list_printers
+from spoolvault.printers.registry import (
+    InvalidPrinter,
+    PrinterExists,
+    PrinterInUse,
+    PrinterNotFound,
+    add_printer,
+    list_printers,
+    remove_printer,
+    update_printer,
+)
 from spoolvault.settings import InvalidSetting, SettingsConflict
 
 SESSION_SECONDS = 300  # a release station session: long enough to pick jobs, no longer
@@ -65,6 +73,17 @@ class PrinterIn(BaseModel):
     hold_timeout_minutes: int | None = Field(
         None, description="Hold timeout of this printer's own queue; default: the server's."
     )
+
+
+class PrinterChange(BaseModel):
+    uri: str | None = None
+    block_release_on_error: bool | None = None
+    mode: Literal["hold", "admin-release", "direct"] | None = None
+    group: str | None = None
+    snmp_community: str | None = None
+    snmp_host: str | None = None
+    snmp_port: int | None = None
+    hold_timeout_minutes: int | None = None
 
 
 class UserIn(BaseModel):
@@ -193,7 +212,13 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
         if isinstance(exc, JobNotFound | PrinterNotFound):
             status = 404
         elif isinstance(
-            exc, PrinterBlocked | SettingsConflict | PrinterExists | JobNotPossible | UserExists
+            exc,
+            PrinterBlocked
+            | SettingsConflict
+            | PrinterExists
+            | PrinterInUse
+            | JobNotPossible
+            | UserExists,
         ):
             status = 409
         elif isinstance(exc, InvalidPrinter | InvalidSetting):
@@ -232,8 +257,28 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
     # -- administration ----------------------------------------------------------------
 
     @api.post("/printers", status_code=201, response_model=PrinterOut)
-    async def create_printer(body: PrinterIn, _: Annotated[str, Depends(admin)]) -> PrinterOut:
+    async def create_printer(body: PrinterIn, user: Annotated[str, Depends(admin)]) -> PrinterOut:
         printer = await in_thread(lambda: add_printer(db, **body.model_dump()))
+        await record(
+            user, Action.PRINTER_CHANGE, printer=printer.name, detail=f"added {printer.uri}"
+        )
+        return _printer_out(printer)
+
+    @api.patch("/printers/{name}", response_model=PrinterOut)
+    async def change_printer(
+        name: str, body: PrinterChange, user: Annotated[str, Depends(admin)]
+    ) -> PrinterOut:
+        """Change a printer's settings; only the fields sent change."""
+        changes = body.model_dump(exclude_unset=True)
+        printer, detail = await in_thread(update_printer, db, name, changes)
+        await record(user, Action.PRINTER_CHANGE, printer=name, detail=detail)
+        return _printer_out(printer)
+
+    @api.delete("/printers/{name}", response_model=PrinterOut)
+    async def delete_printer(name: str, user: Annotated[str, Depends(admin)]) -> PrinterOut:
+        """Remove a printer; 409 while jobs are held on its own queue."""
+        printer = await in_thread(remove_printer, db, name)
+        await record(user, Action.PRINTER_CHANGE, printer=name, detail="removed")
         return _printer_out(printer)
 
     @api.get("/printers", response_model=list[PrinterOut])
@@ -294,6 +339,7 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
             known = ", ".join(a.value for a in Action)
             raise HTTPException(422, f"unknown action {action!r} (known: {known})")
         if jobs.audit is not None:
+            await in_thread(jobs.audit.ingest_pending)  # queued by command-line tools
             await in_thread(jobs.audit.sync)  # what was just recorded, too
         events = await in_thread(
             lambda: list_events(

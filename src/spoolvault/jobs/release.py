@@ -35,7 +35,7 @@ from spoolvault.ipp.attributes import attributes_from_json
 from spoolvault.jobs.service import JobNotFound, JobService, in_thread
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
-from spoolvault.printers.registry import find_printer
+from spoolvault.printers.registry import PrinterNotFound, find_printer
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ RELEASABLE = (JobState.HELD, JobState.FAILED)
 _STREAM_BATCH = 1 << 20
 # Virtual (Find-Me) queues: their jobs can be released at any printer.
 FIND_ME_QUEUES = frozenset({"secure"})
-
-
-class PrinterNotFound(ClientError):
-    """No printer of that name."""
 
 
 class PrinterBlocked(ClientError):
@@ -109,6 +105,11 @@ class ReleaseService:
             else None,
             snmp_port=printer.snmp_port or 161,
         )
+
+    async def drain(self) -> None:
+        """Wait for the unlinks of shredded files still running (before the loop ends)."""
+        if self._unlinks:
+            await asyncio.gather(*self._unlinks, return_exceptions=True)
 
     # -- printers --------------------------------------------------------------------
 

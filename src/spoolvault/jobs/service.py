@@ -33,7 +33,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import ColumnElement, func, or_, select, true, update
 
-from spoolvault.audit import SYSTEM, Action, AuditLog, Outcome
+from spoolvault.audit import SYSTEM, Action, AuditLog, Outcome, QueuedAudit
 from spoolvault.db import Database, Job, JobState, Printer
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ClientError, SpoolError
@@ -138,7 +138,7 @@ class JobService:
         store: SpoolStore,
         *,
         clock: Callable[[], datetime] = utcnow,
-        audit: AuditLog | None = None,
+        audit: AuditLog | QueuedAudit | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -538,6 +538,8 @@ async def housekeeping(
         ),
         (jobs.expire_held, "expired %d held jobs (hold timeout)"),
     ]
+    if jobs.audit is not None:
+        steps.append((jobs.audit.ingest_pending, "recorded %d audit events queued by commands"))
     while True:
         for step, message in steps:
             try:
