@@ -39,6 +39,7 @@ def _actor() -> str:
 @contextlib.contextmanager
 def _services(data_dir: Path, database: str | None) -> Iterator[Any]:
     """The runtime, a job service whose audit events reach the log, and a release service."""
+    from spoolvault.archive import Archive, archive_dir
     from spoolvault.audit import audit_path, open_for_command
     from spoolvault.jobs.release import ReleaseService
     from spoolvault.jobs.service import JobService
@@ -49,6 +50,7 @@ def _services(data_dir: Path, database: str | None) -> Iterator[Any]:
             audit = open_for_command(audit_path(rt.data.root), rt.db)
             try:
                 jobs = JobService(rt.db, rt.store, audit=audit)
+                jobs.archive = Archive(archive_dir(rt.data.root), rt.db)
                 yield rt, jobs, ReleaseService(jobs)
             finally:
                 audit.close()

@@ -88,6 +88,8 @@ SPOOL_FILE_ENCRYPTION = "spool_file_encryption"
 PRINT_ARCHIVING = "print_archiving"
 IPP_AUTHENTICATION_REQUIRED = "ipp_authentication_required"
 HOLD_TIMEOUT_MINUTES = "hold_timeout_minutes"
+ARCHIVE_RETENTION_DAYS = "archive_retention_days"
+PRINT_ARCHIVE_VIEWERS = "print_archive_viewers"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -107,6 +109,23 @@ SETTINGS: tuple[Setting, ...] = (
         "browse. Needs unencrypted spool files, so it cannot be on together with Spool "
         "File Encryption.",
         label="Enable Print Archiving",
+    ),
+    Setting(
+        ARCHIVE_RETENTION_DAYS,
+        int,
+        30,
+        "Days an archived document is kept before the purge removes it (1 to 3650).",
+        min=1,
+        max=3650,
+        label="Keep archived documents (days)",
+    ),
+    Setting(
+        PRINT_ARCHIVE_VIEWERS,
+        str,
+        "",
+        "The approved administrators who may list, download and preview archived "
+        "documents: user names separated by commas. Empty: nobody.",
+        label="Approved administrators (Print Archive)",
     ),
     Setting(
         HOLD_TIMEOUT_MINUTES,

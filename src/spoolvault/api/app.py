@@ -14,10 +14,11 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import (
     HTTPAuthorizationCredentials,
     HTTPBasic,
@@ -27,6 +28,7 @@ from fastapi.security import (
 from pydantic import BaseModel, Field
 
 from spoolvault import __version__
+from spoolvault.archive import Archive, NoPreview, NotArchived, viewers
 from spoolvault.audit import (
     Action,
     Outcome,
@@ -53,7 +55,7 @@ from spoolvault.printers.registry import (
     remove_printer,
     update_printer,
 )
-from spoolvault.settings import InvalidSetting, SettingsConflict
+from spoolvault.settings import PRINT_ARCHIVE_VIEWERS, InvalidSetting, SettingsConflict
 
 SESSION_SECONDS = 300  # a release station session: long enough to pick jobs, no longer
 
@@ -156,6 +158,40 @@ class AuditEventOut(BaseModel):
     detail: str
     prev: str = Field(description="The previous event's hash (64 zeros for the first).")
     hash: str = Field(description="SHA-256 of the event's canonical JSON without hash.")
+
+
+class ArchivedOut(BaseModel):
+    id: int
+    owner: str
+    title: str
+    queue: str
+    printer: str | None
+    size: int
+    pages: int | None
+    document_format: str
+    submitted: datetime
+    printed: datetime | None
+
+
+def _archived_out(job: Job) -> ArchivedOut:
+    return ArchivedOut(
+        id=job.id,
+        owner=job.owner,
+        title=job.title,
+        queue=job.queue,
+        printer=job.printer,
+        size=job.size,
+        pages=job.pages,
+        document_format=job.document_format,
+        submitted=job.created_at,
+        printed=job.completed_at,
+    )
+
+
+def _download_name(job: Job) -> str:
+    ext = {"application/pdf": ".pdf", "application/postscript": ".ps", "text/plain": ".txt"}
+    base = "".join(c if c.isalnum() or c in " ._-" else "_" for c in job.title)[:80].strip()
+    return f"{base or f'job-{job.id}'}{ext.get(job.document_format, '')}"
 
 
 def _job_out(job: Job) -> JobOut:
@@ -349,6 +385,98 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
         # Recorded after the query: the answer shows what was there before this look.
         await record(user, Action.ADMIN_VIEW, detail=f"GET /api/v1/audit: {len(events)} events")
         return [AuditEventOut(**vars(e)) for e in events]
+
+    # -- print archive (approved administrators) ----------------------------------------
+
+    async def archive_viewer(user: Annotated[str, Depends(admin)]) -> str:
+        allowed = viewers(str((await in_thread(db.get_settings))[PRINT_ARCHIVE_VIEWERS]))
+        if user not in allowed:
+            await record(
+                user,
+                Action.ARCHIVE_VIEW,
+                outcome=Outcome.REFUSED,
+                detail="not an approved administrator of the print archive",
+            )
+            raise HTTPException(
+                403, "only approved administrators (setting print_archive_viewers) may do this"
+            )
+        return user
+
+    def the_archive() -> Archive:
+        if jobs.archive is None:
+            raise HTTPException(404, "this server keeps no print archive")
+        return jobs.archive
+
+    async def archived_job(job_id: int, user: str) -> tuple[Job, Path]:
+        try:
+            job = await in_thread(jobs.get, job_id)
+            path = the_archive().document(job)
+        except (JobNotFound, NotArchived):
+            await record(
+                user,
+                Action.ARCHIVE_VIEW,
+                job_id=job_id,
+                outcome=Outcome.REFUSED,
+                detail="no archived document",
+            )
+            raise HTTPException(404, f"job {job_id} has no archived document") from None
+        return job, path
+
+    @api.get("/archive", response_model=list[ArchivedOut])
+    async def list_archive(
+        user: Annotated[str, Depends(archive_viewer)],
+        owner: str | None = None,
+        printer: str | None = None,
+        title: Annotated[str | None, Query(description="Part of the document name.")] = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_id: Annotated[int | None, Query(ge=1)] = None,
+    ) -> list[ArchivedOut]:
+        """Archived documents, newest first (only while Print Archiving keeps them)."""
+        archive = the_archive()
+        found = await in_thread(
+            lambda: archive.list(
+                owner=owner,
+                printer=printer,
+                title=title,
+                since=since,
+                limit=limit,
+                before_id=before_id,
+            )
+        )
+        await record(user, Action.ARCHIVE_VIEW, detail=f"listed {len(found)} documents")
+        return [_archived_out(j) for j in found]
+
+    @api.get("/archive/{job_id}/document")
+    async def archived_document(
+        job_id: int, user: Annotated[str, Depends(archive_viewer)]
+    ) -> FileResponse:
+        """The archived document, as it was printed."""
+        job, path = await archived_job(job_id, user)
+        await record(user, Action.ARCHIVE_VIEW, job_id=job_id, detail="downloaded the document")
+        return FileResponse(
+            path,
+            media_type=job.document_format,
+            filename=_download_name(job),
+        )
+
+    @api.get(
+        "/archive/{job_id}/preview.png",
+        responses={200: {"content": {"image/png": {}}}},
+        response_class=Response,
+    )
+    async def archived_preview(
+        job_id: int, user: Annotated[str, Depends(archive_viewer)]
+    ) -> Response:
+        """The document's first page as a PNG (Ghostscript, for PDF and PostScript)."""
+        job, _ = await archived_job(job_id, user)
+        try:
+            png = await in_thread(the_archive().preview, job)
+        except NoPreview as exc:
+            await record(user, Action.ARCHIVE_VIEW, job_id=job_id, detail=str(exc))
+            raise HTTPException(404, str(exc)) from None
+        await record(user, Action.ARCHIVE_VIEW, job_id=job_id, detail="previewed the first page")
+        return Response(png, media_type="image/png")
 
     # -- release stations --------------------------------------------------------------
 

@@ -82,6 +82,8 @@ class Action(StrEnum):
     JOB_REMIND = "job.remind"  # the owner was told the job is about to expire
     SETTINGS_CHANGE = "settings.change"
     PRINTER_CHANGE = "printer.change"  # a printer added, changed or removed
+    ARCHIVE_VIEW = "archive.view"  # an approved administrator listed, read or previewed
+    ARCHIVE_PURGE = "archive.purge"  # archived documents past the retention removed
     ADMIN_VIEW = "admin.view"  # an administrator listed jobs or the audit log
     AUDIT_RECOVERED = "audit.recovered"  # start-up repaired the file after a crash
     SERVER_RECOVERED = "server.recovered"  # start-up cleaned up after a crash (what, how many)

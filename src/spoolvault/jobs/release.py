@@ -36,6 +36,8 @@ from spoolvault.jobs.service import JobNotFound, JobService, in_thread
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
 from spoolvault.printers.registry import PrinterNotFound, find_printer
+from spoolvault.settings import PRINT_ARCHIVING
+from spoolvault.spool.store import PlainSpool, Spool
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +244,9 @@ class ReleaseService:
             )
             raise
         job = await in_thread(self._printed, job_id, delivered)
+        if await in_thread(self._archived, job, spool):
+            log.info("job %d released by %s to %s, archived", job_id, actor, printer.name)
+            return Released(job, delivered)
         # Shredded before the answer; the blocks are freed after it (~20 ms per 100 MiB).
         later = await in_thread(lambda: spool.delete(name, missing_ok=True, defer_unlink=True))
         if later is not None:
@@ -250,6 +255,20 @@ class ReleaseService:
             task.add_done_callback(self._unlinks.discard)
         log.info("job %d released by %s to %s (%s)", job_id, actor, printer.name, delivered.detail)
         return Released(job, delivered)
+
+    def _archived(self, job: Job, spool: Spool) -> bool:
+        """Keep a printed plain job's document in the Print Archive, when it is on."""
+        archive = self.jobs.archive
+        if archive is None or job.encrypted or not isinstance(spool, PlainSpool):
+            return False
+        if not self.jobs.settings()[PRINT_ARCHIVING] or job.spool_name is None:
+            return False
+        try:
+            archive.keep(spool, job.spool_name)
+        except OSError as exc:  # printed all the same: never fail a release for the archive
+            log.error("job %d printed but not archived: %s", job.id, exc)
+            return False
+        return True
 
     def _claim(self, job_id: int, printer: str) -> bool:
         """held/failed -> releasing, atomically: only one release can win."""

@@ -33,12 +33,17 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import ColumnElement, func, or_, select, true, update
 
+from spoolvault.archive import Archive
 from spoolvault.audit import SYSTEM, Action, AuditLog, Outcome, QueuedAudit
 from spoolvault.db import Database, Job, JobState, Printer
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ClientError, SpoolError
 from spoolvault.jobs.pages import PageCounter
-from spoolvault.settings import HOLD_TIMEOUT_MINUTES, SPOOL_FILE_ENCRYPTION
+from spoolvault.settings import (
+    ARCHIVE_RETENTION_DAYS,
+    HOLD_TIMEOUT_MINUTES,
+    SPOOL_FILE_ENCRYPTION,
+)
 from spoolvault.spool.store import SpoolFile, SpoolStore, SpoolWriter
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ T = TypeVar("T")
 # to the disk, small enough that memory stays flat whatever the job size.
 WRITE_BATCH = 256 * 1024
 SETTINGS_TTL = 2.0  # seconds a settings read is reused for new jobs
+ARCHIVE_PURGE_EVERY = 3600.0  # seconds between looks for archived documents to purge
 UNKNOWN_OWNER = "unknown"
 _pin_hasher = PasswordHasher()
 
@@ -145,6 +151,8 @@ class JobService:
         self.clock = clock
         self._settings: tuple[dict[str, Any], float] = ({}, 0.0)
         self.audit = audit  # None: nothing is audited (tests of other parts)
+        self.archive: Archive | None = None  # set by the server: Print Archiving
+        self._purged_at = -ARCHIVE_PURGE_EVERY
 
     def record_event(
         self,
@@ -491,6 +499,21 @@ class JobService:
                     break
         return expired
 
+    def purge_archive(self) -> int:
+        """Remove archived documents past the retention (looked at hourly)."""
+        if self.archive is None or time.monotonic() - self._purged_at < ARCHIVE_PURGE_EVERY:
+            return 0
+        self._purged_at = time.monotonic()
+        days = int(self.db.get_settings()[ARCHIVE_RETENTION_DAYS])
+        removed = self.archive.purge(self.clock() - timedelta(days=days))
+        if removed:
+            self.record_event(
+                SYSTEM,
+                Action.ARCHIVE_PURGE,
+                detail=f"removed {removed} archived documents older than {days} days",
+            )
+        return removed
+
     def abort_stale_incoming(self, older_than: timedelta) -> int:
         """Abort Create-Job jobs whose document never came (multiple-operation-time-out)."""
         cutoff = self.clock() - older_than
@@ -537,6 +560,7 @@ async def housekeeping(
             "aborted %d jobs whose document never arrived",
         ),
         (jobs.expire_held, "expired %d held jobs (hold timeout)"),
+        (jobs.purge_archive, "removed %d archived documents past their retention"),
     ]
     if jobs.audit is not None:
         steps.append((jobs.audit.ingest_pending, "recorded %d audit events queued by commands"))

@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 
 from spoolvault import __version__
 from spoolvault.api.app import create_api
+from spoolvault.archive import Archive, archive_dir
 from spoolvault.audit import SYSTEM, Action, AuditLog, audit_path
 from spoolvault.errors import SpoolvaultError
 from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
@@ -72,6 +73,7 @@ def create_app(
     """Build the ASGI app over an opened runtime; its lifespan runs the other listeners."""
     audit = AuditLog.open(audit_path(rt.data.root), rt.db)
     jobs = JobService(rt.db, rt.store, audit=audit)
+    jobs.archive = Archive(archive_dir(rt.data.root), rt.db)
     release = ReleaseService(jobs)
     ipp = IppServer(rt, jobs, release=release)
     api = create_api(jobs, release)
