@@ -42,6 +42,8 @@ def test_defaults() -> None:
         "archive_retention_days": 30,
         "print_archive_viewers": "",
         "hold_timeout_minutes": 240,
+        "hide_document_names": False,
+        "redact_document_names_after_days": 0,
         "ipp_authentication_required": False,
     }
 

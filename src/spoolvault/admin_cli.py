@@ -289,6 +289,7 @@ def jobs_list(
     """List jobs, newest first (an administrator's view: audited)."""
     from spoolvault.audit import Action
     from spoolvault.db import JobState
+    from spoolvault.settings import HIDDEN_TITLE, HIDE_DOCUMENT_NAMES
 
     try:
         states = [JobState(s) for s in state] if state else None
@@ -296,12 +297,13 @@ def jobs_list(
         _fail(f"{exc} (one of: {', '.join(s.value for s in JobState)})")
     with _services(data_dir, database) as (_, jobs, _):
         found = jobs.list(owner=owner, states=states, newest_first=True)
+        hide = bool(jobs.settings()[HIDE_DOCUMENT_NAMES])
         table = Table("id", "owner", "title", "queue", "state", "bytes", "pages", "created (UTC)")
         for j in found:
             table.add_row(
                 str(j.id),
                 escape(j.owner),
-                escape(j.title),
+                HIDDEN_TITLE if hide and j.title else escape(j.title),
                 escape(j.queue),
                 j.state.value + (f" ({escape(j.state_reason)})" if j.state_reason else ""),
                 str(j.size),

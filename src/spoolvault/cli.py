@@ -23,7 +23,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spoolvault import __version__
+from spoolvault import __version__, logs
 from spoolvault.admin_cli import jobs_app, printer_app, settings_app
 from spoolvault.cli_support import (
     DEFAULT_DATA_DIR,
@@ -59,22 +59,21 @@ app.add_typer(settings_app, name="settings")
 app.add_typer(jobs_app, name="jobs")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        # Migration chatter on every command hides what matters.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="SPOOLVAULT_LOG_FORMAT",
+            help="text, or json: one JSON object per line, for log collectors.",
+        ),
+    ] = "text",
 ) -> None:
-    _setup_logging(verbose)
+    if log_format not in ("text", "json"):
+        _fail(f"--log-format {log_format!r}: text or json")
+    logs.setup(verbose=verbose, json_lines=log_format == "json")
 
 
 @app.command()

@@ -90,6 +90,9 @@ IPP_AUTHENTICATION_REQUIRED = "ipp_authentication_required"
 HOLD_TIMEOUT_MINUTES = "hold_timeout_minutes"
 ARCHIVE_RETENTION_DAYS = "archive_retention_days"
 PRINT_ARCHIVE_VIEWERS = "print_archive_viewers"
+HIDE_DOCUMENT_NAMES = "hide_document_names"
+REDACT_DOCUMENT_NAMES_AFTER_DAYS = "redact_document_names_after_days"
+HIDDEN_TITLE = "(hidden)"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -136,6 +139,25 @@ SETTINGS: tuple[Setting, ...] = (
         min=1,
         max=525_600,
         label="Hold timeout (minutes)",
+    ),
+    Setting(
+        HIDE_DOCUMENT_NAMES,
+        bool,
+        False,
+        "Keep document names (job titles) out of the logs, the audit log and its export, "
+        "and administrators' job lists; users still see their own at the release station.",
+        label="Hide document names",
+    ),
+    Setting(
+        REDACT_DOCUMENT_NAMES_AFTER_DAYS,
+        int,
+        0,
+        "Erase the document names of jobs older than this many days from the database "
+        "(0: never). The audit log is append-only: keep names out of it with "
+        "hide_document_names.",
+        min=0,
+        max=3650,
+        label="Erase document names after (days)",
     ),
     Setting(
         IPP_AUTHENTICATION_REQUIRED,

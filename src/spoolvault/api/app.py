@@ -55,7 +55,13 @@ from spoolvault.printers.registry import (
     remove_printer,
     update_printer,
 )
-from spoolvault.settings import PRINT_ARCHIVE_VIEWERS, InvalidSetting, SettingsConflict
+from spoolvault.settings import (
+    HIDDEN_TITLE,
+    HIDE_DOCUMENT_NAMES,
+    PRINT_ARCHIVE_VIEWERS,
+    InvalidSetting,
+    SettingsConflict,
+)
 
 SESSION_SECONDS = 300  # a release station session: long enough to pick jobs, no longer
 
@@ -194,11 +200,11 @@ def _download_name(job: Job) -> str:
     return f"{base or f'job-{job.id}'}{ext.get(job.document_format, '')}"
 
 
-def _job_out(job: Job) -> JobOut:
+def _job_out(job: Job, *, hide_title: bool = False) -> JobOut:
     return JobOut(
         id=job.id,
         owner=job.owner,
-        title=job.title,
+        title=HIDDEN_TITLE if hide_title and job.title else job.title,
         queue=job.queue,
         state=job.state.value,
         state_reason=job.state_reason,
@@ -335,7 +341,8 @@ def create_api(jobs: JobService, release: ReleaseService) -> FastAPI:
     async def get_jobs(user: Annotated[str, Depends(admin)]) -> list[JobOut]:
         found = await in_thread(lambda: jobs.list(newest_first=True))
         await record(user, Action.ADMIN_VIEW, detail=f"GET /api/v1/jobs: {len(found)} jobs")
-        return [_job_out(j) for j in found]
+        hide = bool((await in_thread(jobs.settings))[HIDE_DOCUMENT_NAMES])
+        return [_job_out(j, hide_title=hide) for j in found]
 
     @api.get("/servers/{name}/settings")
     async def get_settings(name: str, _: Annotated[str, Depends(admin)]) -> dict[str, Any]:

@@ -80,6 +80,7 @@ class Action(StrEnum):
     JOB_EXPIRE = "job.expire"  # not released within the hold timeout
     JOB_HOLD_EXTENDED = "job.hold_extend"  # the owner extended the hold (once)
     JOB_REMIND = "job.remind"  # the owner was told the job is about to expire
+    JOB_REDACT = "job.redact"  # old jobs' document names erased (privacy setting)
     SETTINGS_CHANGE = "settings.change"
     PRINTER_CHANGE = "printer.change"  # a printer added, changed or removed
     ARCHIVE_VIEW = "archive.view"  # an approved administrator listed, read or previewed

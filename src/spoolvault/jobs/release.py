@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,9 +139,15 @@ class ReleaseService:
     ) -> Released:
         """Send one held job to a printer. ``fast`` (Fast Release) ignores printer errors."""
         record = functools.partial(self._record, actor, job_id, printer_name)
+        started = time.monotonic()
+        outcome = Outcome.FAILED
         try:
             done = await self._release(job_id, printer_name, actor, is_admin=is_admin, fast=fast)
+            outcome = Outcome.OK
         except ClientError as exc:  # blocked, refused, no such printer or job: nothing sent
+            outcome = Outcome.REFUSED
+            if isinstance(exc, PrinterBlocked):
+                self.jobs.metrics.printer_errors.labels(printer_name).inc()
             await record(Action.JOB_RELEASE_FAILED, Outcome.REFUSED, str(exc))
             raise
         except ReleaseFailed as exc:
@@ -150,6 +157,9 @@ class ReleaseService:
             reason = f"interrupted ({type(exc).__name__})"
             await record(Action.JOB_RELEASE_FAILED, Outcome.FAILED, reason)
             raise
+        finally:
+            elapsed = time.monotonic() - started
+            self.jobs.metrics.release_seconds.labels(outcome.value).observe(elapsed)
         detail = ("fast release: " if fast else "") + done.delivered.detail
         await record(Action.JOB_RELEASE, Outcome.OK, detail)
         return done
@@ -157,6 +167,7 @@ class ReleaseService:
     async def _record(
         self, actor: str, job_id: int, printer: str, action: Action, outcome: Outcome, detail: str
     ) -> None:
+        self.jobs.metrics.event(action.value, outcome.value)
         audit = self.jobs.audit
         if audit is not None:
             at = self.clock()

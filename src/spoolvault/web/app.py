@@ -27,6 +27,7 @@ from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
 from spoolvault.ipp.server import IppServer
 from spoolvault.jobs.release import ReleaseService
 from spoolvault.jobs.service import JobService, housekeeping, in_thread
+from spoolvault.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from spoolvault.netaddr import HostPort
 from spoolvault.runtime import Runtime
 
@@ -77,6 +78,10 @@ def create_app(
     release = ReleaseService(jobs)
     ipp = IppServer(rt, jobs, release=release)
     api = create_api(jobs, release)
+
+    async def metrics(request: Request) -> Response:
+        body = await run_in_threadpool(jobs.metrics.exposition)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     async def health(request: Request) -> Response:
         try:
@@ -175,6 +180,7 @@ def create_app(
             Route("/", ipp_post, methods=["POST"]),
             Route("/healthz", health),
             Route("/api/v1/health", health),
+            Route("/metrics", metrics),
             Route("/ipp/print", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", queue_page, methods=["GET"]),
