@@ -519,6 +519,7 @@ def test_server_records_who_did_what_and_never_a_secret(srv: Server) -> None:
             ("job.cancel", "mallory", job, "refused"),
             ("job.cancel", "alice", job, "ok"),
             ("job.submit", "alice", held, "ok"),
+            ("printer.change", "admin", None, "ok"),
             ("user.change", "admin", None, "ok"),  # created alice (fields, never values)
             ("auth.login", "alice", None, "ok"),  # her release station login
             ("job.release_failed", "alice", held, "refused"),

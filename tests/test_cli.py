@@ -229,3 +229,26 @@ def test_verbs_on_missing_data_dir_are_clear(tmp_path: Path) -> None:
         res = spoolvault(*verb, "--data-dir", str(tmp_path / "missing"))
         assert res.returncode == 2, verb
         assert "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_json_logs_are_one_object_per_line_without_document_content(tmp_path: Path) -> None:
+    from spoolvault.ipp.constants import Operation, Status, ValueTag
+    from test_ipp_server import ipp_request, new_request
+
+    srv = start_server(tmp_path / "data", env={"SPOOLVAULT_LOG_FORMAT": "json"})
+    try:
+        req = new_request(Operation.PRINT_JOB, srv, user="alice")
+        req.operation.add("job-name", ValueTag.NAME, "json log test")
+        _, resp = ipp_request(srv, req, MARKER * 10)
+        assert resp is not None and resp.code == Status.SUCCESSFUL_OK
+    finally:
+        assert srv.stop() == 0
+    records = [json.loads(line) for line in srv.first_lines if line.startswith("{")]
+    assert records, srv.first_lines
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= set(record)
+    messages = " ".join(r["message"] for r in records)
+    assert "held for alice" in messages
+    assert MARKER.decode() not in "".join(srv.first_lines)
+    other = [ln for ln in srv.first_lines if not ln.startswith("{") and ln.strip()]
+    assert all("listening on" in ln or "admin password" in ln for ln in other), other

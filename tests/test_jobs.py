@@ -129,3 +129,22 @@ def test_an_owner_may_extend_a_hold_once(rt: Runtime) -> None:
     assert jobs.get(job_id).state is JobState.EXPIRED
     with pytest.raises(JobNotPossible, match="not held"):
         jobs.extend_hold(job_id, actor="alice")
+
+
+def test_document_names_are_erased_after_the_set_days(rt: Runtime) -> None:
+    clock = Clock()
+    jobs = JobService(rt.db, rt.store, clock=clock)
+
+    async def titled(title: str) -> int:
+        sub = Submission(owner="alice", queue="secure", title=title)
+        return (await jobs.submit(sub, _chunks(b"doc"))).id
+
+    old = anyio.run(titled, "salary review.pdf")
+    assert jobs.redact_titles() == 0  # 0 days: never
+    rt.db.update_settings("primary", {"redact_document_names_after_days": 7})
+    clock.now += timedelta(days=6)
+    young = anyio.run(titled, "minutes.pdf")
+    clock.now += timedelta(days=2)
+    jobs._redacted_at = -1e9  # looked at hourly: look now
+    assert jobs.redact_titles() == 1
+    assert jobs.get(old).title == "" and jobs.get(young).title == "minutes.pdf"

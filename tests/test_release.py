@@ -444,3 +444,91 @@ def test_start_up_recovery_is_audited(tmp_path: Path) -> None:
         assert "1 jobs being released" in event["detail"] and event["actor"] == "system"
     finally:
         srv.stop()
+
+
+def test_printers_can_be_changed_and_removed_over_rest(srv: Server) -> None:
+    add_printer(srv, "lobby", "ipp://127.0.0.1:9/ipp/print")
+    with api(srv) as c:
+        r = c.patch(
+            "/printers/lobby",
+            json={"block_release_on_error": True, "hold_timeout_minutes": 20},
+            auth=ADMIN,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["block_release_on_error"] is True
+        assert r.json()["hold_timeout_minutes"] == 20
+        assert c.patch("/printers/lobby", json={"uri": None}, auth=ADMIN).status_code == 422
+        bad = c.patch("/printers/lobby", json={"uri": "http://x/"}, auth=ADMIN)
+        assert bad.status_code == 422 and "detail" in bad.json()
+        assert c.patch("/printers/nope", json={"group": "x"}, auth=ADMIN).status_code == 404
+        assert c.patch("/printers/lobby", json={"group": "x"}).status_code == 401
+        job_id = submit(srv, "alice", b"held on lobby's own queue\n", queue="lobby")
+        r = c.delete("/printers/lobby", auth=ADMIN)
+        assert r.status_code == 409 and "1 jobs held" in r.json()["detail"]
+        done = c.get("/jobs", auth=ADMIN).json()
+        assert [j["id"] for j in done] == [job_id]
+    with Runtime.open(srv.data_dir, None) as rt:
+        from spoolvault.jobs.service import JobService
+
+        JobService(rt.db, rt.store).cancel(job_id, reason="test", actor="admin")
+    with api(srv) as c:
+        assert c.delete("/printers/lobby", auth=ADMIN).status_code == 200
+        assert c.get("/printers", auth=ADMIN).json() == []
+        details = [
+            e["detail"]
+            for e in c.get("/audit", params={"action": "printer.change"}, auth=ADMIN).json()
+        ]
+    assert details[0] == "removed" and "hold_timeout_minutes None -> 20" in details[1]
+
+
+def test_prometheus_metrics_count_what_happened(srv: Server, printer: ippeve.EvePrinter) -> None:
+    add_printer(srv, "lobby", printer.uri)
+    add_printer(srv, "offline", "ipp://127.0.0.1:9/ipp/print", block_release_on_error=True)
+    add_user(srv, "alice")
+    body = b"counted\n" * 1000
+    ids = [submit(srv, "alice", body) for _ in range(3)]
+    session = login(srv, "alice")
+    with api(srv) as c:
+        assert c.post(f"/release/jobs/{ids[0]}", json={"printer": "lobby"}, headers=session)
+        r = c.post(f"/release/jobs/{ids[1]}", json={"printer": "offline"}, headers=session)
+        assert r.status_code == 409
+        assert c.delete(f"/release/jobs/{ids[2]}", headers=session).status_code == 200
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    values: dict[str, float] = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    assert values['spoolvault_events_total{action="job.submit",outcome="ok"}'] == 3
+    assert values['spoolvault_events_total{action="job.release",outcome="ok"}'] == 1
+    assert values['spoolvault_events_total{action="job.release_failed",outcome="refused"}'] == 1
+    assert values['spoolvault_events_total{action="job.cancel",outcome="ok"}'] == 1
+    assert values['spoolvault_spooled_bytes_total{spool="encrypted"}'] == 3 * len(body)
+    assert values['spoolvault_printer_errors_total{printer="offline"}'] == 1
+    assert values['spoolvault_release_seconds_count{outcome="ok"}'] == 1
+    assert values['spoolvault_jobs{state="held"}'] == 1
+    assert values['spoolvault_held_bytes{spool="encrypted"}'] == len(body)
+    assert "alice" not in r.text and "counted" not in r.text  # no user or document names
+
+
+def test_hidden_document_names_stay_out_of_admin_views_and_the_audit_log(srv: Server) -> None:
+    with api(srv) as c:
+        r = c.patch("/servers/primary/settings", json={"hide_document_names": True}, auth=ADMIN)
+        assert r.status_code == 200, r.text
+    add_user(srv, "alice")
+    time.sleep(2.1)  # the job service reads settings at most every 2 s
+    req: IppMessage = new_request(Operation.PRINT_JOB, srv, user="alice")
+    req.operation.add("job-name", ValueTag.NAME, "merger plans.pdf")
+    _, resp = ipp_request(srv, req, b"%PDF-1.4\n% hidden title\n")
+    assert resp is not None and resp.code == Status.SUCCESSFUL_OK
+    with api(srv) as c:
+        [job] = c.get("/jobs", auth=ADMIN).json()
+        assert job["title"] == "(hidden)"
+        [own] = c.get("/release/jobs", headers=login(srv, "alice")).json()
+        assert own["title"] == "merger plans.pdf"  # the owner still knows which job it is
+        events = c.get("/audit", params={"action": "job.submit"}, auth=ADMIN).json()
+    assert "(hidden)" in events[0]["detail"] and "merger" not in events[0]["detail"]
+    lines = (srv.data_dir / "audit" / "audit.jsonl").read_text()
+    assert "merger" not in lines

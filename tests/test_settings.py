@@ -39,7 +39,11 @@ def test_defaults() -> None:
     assert settings.defaults() == {
         "spool_file_encryption": True,
         "print_archiving": False,
+        "archive_retention_days": 30,
+        "print_archive_viewers": "",
         "hold_timeout_minutes": 240,
+        "hide_document_names": False,
+        "redact_document_names_after_days": 0,
         "ipp_authentication_required": False,
     }
 
@@ -89,11 +93,9 @@ def test_unknown_name_rejected_naming_the_known_ones() -> None:
 
 def test_validate_returns_the_full_new_settings() -> None:
     new = settings.validate({"hold_timeout_minutes": 10}, {"spool_file_encryption": False})
-    assert new == {
+    assert new == settings.defaults() | {
         "spool_file_encryption": False,
-        "print_archiving": False,
         "hold_timeout_minutes": 10,
-        "ipp_authentication_required": False,
     }
 
 
@@ -184,11 +186,9 @@ def test_update_persists_across_restart(db_path: Path) -> None:
         new = first.update_settings("primary", {"spool_file_encryption": False})
         assert new["spool_file_encryption"] is False
         new = first.update_settings("primary", {"print_archiving": True})
-        assert new == {
+        assert new == settings.defaults() | {
             "spool_file_encryption": False,
             "print_archiving": True,
-            "hold_timeout_minutes": 240,
-            "ipp_authentication_required": False,
         }
     with Database.open(url) as second:
         assert second.get_settings("primary") == new

@@ -18,14 +18,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from spoolvault import __version__
+from spoolvault import __version__, logs
+from spoolvault.admin_cli import jobs_app, printer_app, settings_app
+from spoolvault.cli_support import (
+    DEFAULT_DATA_DIR,
+    DatabaseOpt,
+    DataDirOpt,
+    _fail,
+    err,
+    out,
+)
 from spoolvault.errors import OperatorError, SpoolError, SpoolvaultError
 from spoolvault.netaddr import HostPort, parse_hostport
 
@@ -33,24 +41,8 @@ if TYPE_CHECKING:
     from spoolvault.identity import Users
 
 log = logging.getLogger("spoolvault")
-# Not a terminal (a pipe, a log, a test): wide enough that ids and paths are never cut.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-DEFAULT_DATA_DIR = Path("./spoolvault-data")
 ORPHAN_MIN_AGE = 300.0
 
-DataDirOpt = Annotated[
-    Path,
-    typer.Option("--data-dir", help="The server's data directory.", show_default=True),
-]
-DatabaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        help="Database URL: postgresql://… for PostgreSQL; default SQLite in the data dir.",
-    ),
-]
 
 app = typer.Typer(
     help="spoolvault: secure print release with spool files encrypted at rest.",
@@ -71,29 +63,26 @@ app.add_typer(key_app, name="key")
 app.add_typer(user_app, name="user")
 app.add_typer(spool_app, name="spool")
 app.add_typer(audit_app, name="audit")
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        # Migration chatter on every command hides what matters.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+app.add_typer(printer_app, name="printer")
+app.add_typer(settings_app, name="settings")
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="SPOOLVAULT_LOG_FORMAT",
+            help="text, or json: one JSON object per line, for log collectors.",
+        ),
+    ] = "text",
 ) -> None:
-    _setup_logging(verbose)
+    if log_format not in ("text", "json"):
+        _fail(f"--log-format {log_format!r}: text or json")
+    logs.setup(verbose=verbose, json_lines=log_format == "json")
 
 
 @app.command()

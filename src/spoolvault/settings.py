@@ -88,6 +88,11 @@ SPOOL_FILE_ENCRYPTION = "spool_file_encryption"
 PRINT_ARCHIVING = "print_archiving"
 IPP_AUTHENTICATION_REQUIRED = "ipp_authentication_required"
 HOLD_TIMEOUT_MINUTES = "hold_timeout_minutes"
+ARCHIVE_RETENTION_DAYS = "archive_retention_days"
+PRINT_ARCHIVE_VIEWERS = "print_archive_viewers"
+HIDE_DOCUMENT_NAMES = "hide_document_names"
+REDACT_DOCUMENT_NAMES_AFTER_DAYS = "redact_document_names_after_days"
+HIDDEN_TITLE = "(hidden)"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -109,6 +114,23 @@ SETTINGS: tuple[Setting, ...] = (
         label="Enable Print Archiving",
     ),
     Setting(
+        ARCHIVE_RETENTION_DAYS,
+        int,
+        30,
+        "Days an archived document is kept before the purge removes it (1 to 3650).",
+        min=1,
+        max=3650,
+        label="Keep archived documents (days)",
+    ),
+    Setting(
+        PRINT_ARCHIVE_VIEWERS,
+        str,
+        "",
+        "The approved administrators who may list, download and preview archived "
+        "documents: user names separated by commas. Empty: nobody.",
+        label="Approved administrators (Print Archive)",
+    ),
+    Setting(
         HOLD_TIMEOUT_MINUTES,
         int,
         240,
@@ -117,6 +139,25 @@ SETTINGS: tuple[Setting, ...] = (
         min=1,
         max=525_600,
         label="Hold timeout (minutes)",
+    ),
+    Setting(
+        HIDE_DOCUMENT_NAMES,
+        bool,
+        False,
+        "Keep document names (job titles) out of the logs, the audit log and its export, "
+        "and administrators' job lists; users still see their own at the release station.",
+        label="Hide document names",
+    ),
+    Setting(
+        REDACT_DOCUMENT_NAMES_AFTER_DAYS,
+        int,
+        0,
+        "Erase the document names of jobs older than this many days from the database "
+        "(0: never). The audit log is append-only: keep names out of it with "
+        "hide_document_names.",
+        min=0,
+        max=3650,
+        label="Erase document names after (days)",
     ),
     Setting(
         IPP_AUTHENTICATION_REQUIRED,

@@ -14,10 +14,11 @@ administrators' views of jobs and of the audit log are audited (docs/audit.md).
 
 import functools
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import (
     HTTPAuthorizationCredentials,
     HTTPBasic,
@@ -27,6 +28,7 @@ from fastapi.security import (
 from pydantic import BaseModel, Field
 
 from spoolvault import __version__
+from spoolvault.archive import Archive, NoPreview, NotArchived, viewers
 from spoolvault.audit import (
     Action,
     Outcome,
@@ -48,15 +50,29 @@ from spoolvault.identity import (
 from spoolvault.identity.sessions import SESSION_SECONDS
 from spoolvault.jobs.release import (
     PrinterBlocked,
-    PrinterNotFound,
     ReleaseFailed,
     ReleaseRefused,
     ReleaseService,
 )
 from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
-from spoolvault.printers.registry import InvalidPrinter, PrinterExists, add_printer, list_printers
+from spoolvault.printers.registry import (
+    InvalidPrinter,
+    PrinterExists,
+    PrinterInUse,
+    PrinterNotFound,
+    add_printer,
+    list_printers,
+    remove_printer,
+    update_printer,
+)
 from spoolvault.release.access import cancel_for, release_for, visible_jobs
-from spoolvault.settings import InvalidSetting, SettingsConflict
+from spoolvault.settings import (
+    HIDDEN_TITLE,
+    HIDE_DOCUMENT_NAMES,
+    PRINT_ARCHIVE_VIEWERS,
+    InvalidSetting,
+    SettingsConflict,
+)
 
 __all__ = ["SESSION_SECONDS", "create_api"]
 
@@ -76,6 +92,17 @@ class PrinterIn(BaseModel):
     hold_timeout_minutes: int | None = Field(
         None, description="Hold timeout of this printer's own queue; default: the server's."
     )
+
+
+class PrinterChange(BaseModel):
+    uri: str | None = None
+    block_release_on_error: bool | None = None
+    mode: Literal["hold", "admin-release", "direct"] | None = None
+    group: str | None = None
+    snmp_community: str | None = None
+    snmp_host: str | None = None
+    snmp_port: int | None = None
+    hold_timeout_minutes: int | None = None
 
 
 class UserIn(BaseModel):
@@ -229,11 +256,45 @@ class AuditEventOut(BaseModel):
     hash: str = Field(description="SHA-256 of the event's canonical JSON without hash.")
 
 
-def _job_out(job: Job) -> JobOut:
-    return JobOut(
+class ArchivedOut(BaseModel):
+    id: int
+    owner: str
+    title: str
+    queue: str
+    printer: str | None
+    size: int
+    pages: int | None
+    document_format: str
+    submitted: datetime
+    printed: datetime | None
+
+
+def _archived_out(job: Job) -> ArchivedOut:
+    return ArchivedOut(
         id=job.id,
         owner=job.owner,
         title=job.title,
+        queue=job.queue,
+        printer=job.printer,
+        size=job.size,
+        pages=job.pages,
+        document_format=job.document_format,
+        submitted=job.created_at,
+        printed=job.completed_at,
+    )
+
+
+def _download_name(job: Job) -> str:
+    ext = {"application/pdf": ".pdf", "application/postscript": ".ps", "text/plain": ".txt"}
+    base = "".join(c if c.isalnum() or c in " ._-" else "_" for c in job.title)[:80].strip()
+    return f"{base or f'job-{job.id}'}{ext.get(job.document_format, '')}"
+
+
+def _job_out(job: Job, *, hide_title: bool = False) -> JobOut:
+    return JobOut(
+        id=job.id,
+        owner=job.owner,
+        title=HIDDEN_TITLE if hide_title and job.title else job.title,
         queue=job.queue,
         state=job.state.value,
         state_reason=job.state_reason,
@@ -285,6 +346,7 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
             PrinterBlocked
             | SettingsConflict
             | PrinterExists
+            | PrinterInUse
             | JobNotPossible
             | UserExists
             | IdentityConflict
@@ -332,8 +394,28 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
     # -- administration ----------------------------------------------------------------
 
     @api.post("/printers", status_code=201, response_model=PrinterOut)
-    async def create_printer(body: PrinterIn, _: Annotated[str, Depends(admin)]) -> PrinterOut:
+    async def create_printer(body: PrinterIn, user: Annotated[str, Depends(admin)]) -> PrinterOut:
         printer = await in_thread(lambda: add_printer(db, **body.model_dump()))
+        await record(
+            user, Action.PRINTER_CHANGE, printer=printer.name, detail=f"added {printer.uri}"
+        )
+        return _printer_out(printer)
+
+    @api.patch("/printers/{name}", response_model=PrinterOut)
+    async def change_printer(
+        name: str, body: PrinterChange, user: Annotated[str, Depends(admin)]
+    ) -> PrinterOut:
+        """Change a printer's settings; only the fields sent change."""
+        changes = body.model_dump(exclude_unset=True)
+        printer, detail = await in_thread(update_printer, db, name, changes)
+        await record(user, Action.PRINTER_CHANGE, printer=name, detail=detail)
+        return _printer_out(printer)
+
+    @api.delete("/printers/{name}", response_model=PrinterOut)
+    async def delete_printer(name: str, user: Annotated[str, Depends(admin)]) -> PrinterOut:
+        """Remove a printer; 409 while jobs are held on its own queue."""
+        printer = await in_thread(remove_printer, db, name)
+        await record(user, Action.PRINTER_CHANGE, printer=name, detail="removed")
         return _printer_out(printer)
 
     @api.get("/printers", response_model=list[PrinterOut])
@@ -385,7 +467,8 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
     async def get_jobs(user: Annotated[str, Depends(admin)]) -> list[JobOut]:
         found = await in_thread(lambda: jobs.list(newest_first=True))
         await record(user, Action.ADMIN_VIEW, detail=f"GET /api/v1/jobs: {len(found)} jobs")
-        return [_job_out(j) for j in found]
+        hide = bool((await in_thread(jobs.settings))[HIDE_DOCUMENT_NAMES])
+        return [_job_out(j, hide_title=hide) for j in found]
 
     @api.get("/servers/{name}/settings")
     async def get_settings(name: str, _: Annotated[str, Depends(admin)]) -> dict[str, Any]:
@@ -425,6 +508,7 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
             known = ", ".join(a.value for a in Action)
             raise HTTPException(422, f"unknown action {action!r} (known: {known})")
         if jobs.audit is not None:
+            await in_thread(jobs.audit.ingest_pending)  # queued by command-line tools
             await in_thread(jobs.audit.sync)  # what was just recorded, too
         events = await in_thread(
             lambda: list_events(
@@ -434,6 +518,98 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
         # Recorded after the query: the answer shows what was there before this look.
         await record(user, Action.ADMIN_VIEW, detail=f"GET /api/v1/audit: {len(events)} events")
         return [AuditEventOut(**vars(e)) for e in events]
+
+    # -- print archive (approved administrators) ----------------------------------------
+
+    async def archive_viewer(user: Annotated[str, Depends(admin)]) -> str:
+        allowed = viewers(str((await in_thread(db.get_settings))[PRINT_ARCHIVE_VIEWERS]))
+        if user not in allowed:
+            await record(
+                user,
+                Action.ARCHIVE_VIEW,
+                outcome=Outcome.REFUSED,
+                detail="not an approved administrator of the print archive",
+            )
+            raise HTTPException(
+                403, "only approved administrators (setting print_archive_viewers) may do this"
+            )
+        return user
+
+    def the_archive() -> Archive:
+        if jobs.archive is None:
+            raise HTTPException(404, "this server keeps no print archive")
+        return jobs.archive
+
+    async def archived_job(job_id: int, user: str) -> tuple[Job, Path]:
+        try:
+            job = await in_thread(jobs.get, job_id)
+            path = the_archive().document(job)
+        except (JobNotFound, NotArchived):
+            await record(
+                user,
+                Action.ARCHIVE_VIEW,
+                job_id=job_id,
+                outcome=Outcome.REFUSED,
+                detail="no archived document",
+            )
+            raise HTTPException(404, f"job {job_id} has no archived document") from None
+        return job, path
+
+    @api.get("/archive", response_model=list[ArchivedOut])
+    async def list_archive(
+        user: Annotated[str, Depends(archive_viewer)],
+        owner: str | None = None,
+        printer: str | None = None,
+        title: Annotated[str | None, Query(description="Part of the document name.")] = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_id: Annotated[int | None, Query(ge=1)] = None,
+    ) -> list[ArchivedOut]:
+        """Archived documents, newest first (only while Print Archiving keeps them)."""
+        archive = the_archive()
+        found = await in_thread(
+            lambda: archive.list(
+                owner=owner,
+                printer=printer,
+                title=title,
+                since=since,
+                limit=limit,
+                before_id=before_id,
+            )
+        )
+        await record(user, Action.ARCHIVE_VIEW, detail=f"listed {len(found)} documents")
+        return [_archived_out(j) for j in found]
+
+    @api.get("/archive/{job_id}/document")
+    async def archived_document(
+        job_id: int, user: Annotated[str, Depends(archive_viewer)]
+    ) -> FileResponse:
+        """The archived document, as it was printed."""
+        job, path = await archived_job(job_id, user)
+        await record(user, Action.ARCHIVE_VIEW, job_id=job_id, detail="downloaded the document")
+        return FileResponse(
+            path,
+            media_type=job.document_format,
+            filename=_download_name(job),
+        )
+
+    @api.get(
+        "/archive/{job_id}/preview.png",
+        responses={200: {"content": {"image/png": {}}}},
+        response_class=Response,
+    )
+    async def archived_preview(
+        job_id: int, user: Annotated[str, Depends(archive_viewer)]
+    ) -> Response:
+        """The document's first page as a PNG (Ghostscript, for PDF and PostScript)."""
+        job, _ = await archived_job(job_id, user)
+        try:
+            png = await in_thread(the_archive().preview, job)
+        except NoPreview as exc:
+            await record(user, Action.ARCHIVE_VIEW, job_id=job_id, detail=str(exc))
+            raise HTTPException(404, str(exc)) from None
+        await record(user, Action.ARCHIVE_VIEW, job_id=job_id, detail="previewed the first page")
+        return Response(png, media_type="image/png")
 
     # -- release stations --------------------------------------------------------------
 

@@ -28,13 +28,16 @@ operation goes on, and ``AuditLog.status`` (shown by the health endpoint) says `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -42,7 +45,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sqlalchemy import func, insert, select
 
@@ -56,6 +59,7 @@ SYSTEM: Final = "system"  # the actor of what nobody asked for: expiry, direct q
 GENESIS: Final = "0" * 64  # the first line's prev
 AUDIT_DIR: Final = "audit"
 AUDIT_FILE: Final = "audit.jsonl"
+PENDING_DIR: Final = "pending"  # events queued by other processes (queue_pending)
 MAX_ACTOR = 255
 MAX_DETAIL = 2000
 _AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -76,7 +80,11 @@ class Action(StrEnum):
     JOB_EXPIRE = "job.expire"  # not released within the hold timeout
     JOB_HOLD_EXTENDED = "job.hold_extend"  # the owner extended the hold (once)
     JOB_REMIND = "job.remind"  # the owner was told the job is about to expire
+    JOB_REDACT = "job.redact"  # old jobs' document names erased (privacy setting)
     SETTINGS_CHANGE = "settings.change"
+    PRINTER_CHANGE = "printer.change"  # a printer added, changed or removed
+    ARCHIVE_VIEW = "archive.view"  # an approved administrator listed, read or previewed
+    ARCHIVE_PURGE = "archive.purge"  # archived documents past the retention removed
     ADMIN_VIEW = "admin.view"  # an administrator listed jobs or the audit log
     AUDIT_RECOVERED = "audit.recovered"  # start-up repaired the file after a crash
     SERVER_RECOVERED = "server.recovered"  # start-up cleaned up after a crash (what, how many)
@@ -102,6 +110,123 @@ _SECRET_WORDS: Final = frozenset({"password", "secret", "pin", "token", "key", "
 
 class AuditError(Exception):
     """The audit log could not record an event (logged; never reaches a client)."""
+
+
+class AuditBusy(ConfigError):
+    """Another process (the running server) writes this audit log."""
+
+
+def queue_pending(
+    audit_file: Path,
+    actor: str,
+    action: Action,
+    *,
+    outcome: Outcome = Outcome.OK,
+    job_id: int | None = None,
+    printer: str | None = None,
+    detail: str = "",
+    at: datetime | None = None,
+) -> Path:
+    """Queue an event for the process that writes the audit log (the running server).
+
+    A CLI command run beside a server cannot append to the chain itself; it leaves the
+    event, durably, in ``audit/pending/``, and the server records it within seconds
+    (its housekeeping) or at its next start.
+    """
+    directory = audit_file.parent / PENDING_DIR
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    when = at if at is not None else utcnow()
+    body = canonical(
+        {
+            "at": format_at(when),
+            "actor": actor,
+            "action": action.value,
+            "outcome": outcome.value,
+            "job_id": job_id,
+            "printer": printer,
+            "detail": detail,
+        }
+    )
+    name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.json"
+    tmp = directory / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    final = directory / name
+    os.rename(tmp, final)
+    _fsync_dir(directory)
+    return final
+
+
+class QueuedAudit:
+    """Stands in for the AuditLog in a command-line tool while the server writes the log:
+    every event is queued (`queue_pending`) for the server to record."""
+
+    def __init__(self, audit_file: Path) -> None:
+        self.audit_file = audit_file
+
+    def record(
+        self,
+        actor: str,
+        action: Action,
+        *,
+        job_id: int | None = None,
+        printer: str | None = None,
+        outcome: Outcome = Outcome.OK,
+        detail: str = "",
+        at: datetime | None = None,
+    ) -> None:
+        try:
+            queue_pending(
+                self.audit_file,
+                actor,
+                action,
+                outcome=outcome,
+                job_id=job_id,
+                printer=printer,
+                detail=detail,
+                at=at,
+            )
+        except OSError as exc:  # never breaks what it records, as AuditLog.record
+            log.error("audit event NOT queued (%s by %s, job %s): %s", action, actor, job_id, exc)
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        return False  # the server records queued events within seconds
+
+    def ingest_pending(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def open_for_command(audit_file: Path, db: Database) -> AuditLog | QueuedAudit:
+    """The audit log for a command-line tool: the log itself when no server runs (held
+    until `close`), else a QueuedAudit."""
+    try:
+        return AuditLog.open(audit_file, db)
+    except AuditBusy:
+        return QueuedAudit(audit_file)
+
+
+def record_offline(
+    audit_file: Path, db: Database, actor: str, action: Action, **kw: Any
+) -> Literal["recorded", "queued"]:
+    """Record an event from a command-line tool: itself when no server runs, else queued."""
+    try:
+        audit = AuditLog.open(audit_file, db)
+    except AuditBusy:
+        queue_pending(audit_file, actor, action, **kw)
+        return "queued"
+    try:
+        if audit.record(actor, action, **kw) is None:
+            raise ConfigError(f"the audit log {audit_file} could not record the event")
+    finally:
+        audit.close()
+    return "recorded"
 
 
 def audit_path(data_root: Path) -> Path:
@@ -358,10 +483,19 @@ class AuditLog:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ConfigError(f"cannot open the audit log {path}: {exc.strerror}") from None
+        try:
+            # One writer per file, across processes: the chain is continued from memory.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AuditBusy(
+                f"the audit log {path} is in use by a running spoolvault server"
+            ) from None
         audit = cls(path, db, fd, clock=clock)
         try:
             os.fchmod(fd, 0o600)
             audit._recover()
+            audit.ingest_pending()
         except OSError as exc:
             audit.close()
             raise ConfigError(f"cannot read the audit log {path}: {exc.strerror}") from None
@@ -520,6 +654,40 @@ class AuditLog:
                 self._stored = batch[-1].id
                 self._db_error = None
                 self._cond.notify_all()
+
+    def ingest_pending(self) -> int:
+        """Record the events other processes queued (`queue_pending`), oldest first.
+
+        A queued file is removed only once its event is durable here; one that cannot be
+        read is set aside as ``*.bad`` and reported, never silently dropped.
+        """
+        directory = self.path.parent / PENDING_DIR
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+        except FileNotFoundError:
+            return 0
+        done = 0
+        for name in names:
+            file = directory / name
+            try:
+                fields = json.loads(file.read_bytes())
+                event_at = parse_at(fields.pop("at"))
+                action = Action(fields.pop("action"))
+                outcome = Outcome(fields.pop("outcome", Outcome.OK))
+                actor = str(fields.pop("actor"))
+                kw = {k: fields[k] for k in ("job_id", "printer", "detail") if k in fields}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("audit: queued event %s cannot be read (%s); set aside", file, exc)
+                with contextlib.suppress(OSError):
+                    os.rename(file, file.with_suffix(".bad"))
+                continue
+            if self.record(actor, action, outcome=outcome, at=event_at, **kw) is None:
+                break  # not durable: keep it queued for the next try
+            file.unlink()
+            done += 1
+        if done:
+            _fsync_dir(directory)
+        return done
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until every event recorded so far is in the database (read your writes)."""

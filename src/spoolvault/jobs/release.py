@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +36,9 @@ from spoolvault.ipp.attributes import attributes_from_json
 from spoolvault.jobs.service import JobNotFound, JobService, in_thread
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
-from spoolvault.printers.registry import find_printer
+from spoolvault.printers.registry import PrinterNotFound, find_printer
+from spoolvault.settings import PRINT_ARCHIVING
+from spoolvault.spool.store import PlainSpool, Spool
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +46,6 @@ RELEASABLE = (JobState.HELD, JobState.FAILED)
 _STREAM_BATCH = 1 << 20
 # Virtual (Find-Me) queues: their jobs can be released at any printer.
 FIND_ME_QUEUES = frozenset({"secure"})
-
-
-class PrinterNotFound(ClientError):
-    """No printer of that name."""
 
 
 class PrinterBlocked(ClientError):
@@ -110,6 +109,11 @@ class ReleaseService:
             snmp_port=printer.snmp_port or 161,
         )
 
+    async def drain(self) -> None:
+        """Wait for the unlinks of shredded files still running (before the loop ends)."""
+        if self._unlinks:
+            await asyncio.gather(*self._unlinks, return_exceptions=True)
+
     # -- printers --------------------------------------------------------------------
 
     def printer(self, name: str) -> Printer:
@@ -135,9 +139,15 @@ class ReleaseService:
     ) -> Released:
         """Send one held job to a printer. ``fast`` (Fast Release) ignores printer errors."""
         record = functools.partial(self._record, actor, job_id, printer_name)
+        started = time.monotonic()
+        outcome = Outcome.FAILED
         try:
             done = await self._release(job_id, printer_name, actor, is_admin=is_admin, fast=fast)
+            outcome = Outcome.OK
         except ClientError as exc:  # blocked, refused, no such printer or job: nothing sent
+            outcome = Outcome.REFUSED
+            if isinstance(exc, PrinterBlocked):
+                self.jobs.metrics.printer_errors.labels(printer_name).inc()
             await record(Action.JOB_RELEASE_FAILED, Outcome.REFUSED, str(exc))
             raise
         except ReleaseFailed as exc:
@@ -147,6 +157,9 @@ class ReleaseService:
             reason = f"interrupted ({type(exc).__name__})"
             await record(Action.JOB_RELEASE_FAILED, Outcome.FAILED, reason)
             raise
+        finally:
+            elapsed = time.monotonic() - started
+            self.jobs.metrics.release_seconds.labels(outcome.value).observe(elapsed)
         detail = ("fast release: " if fast else "") + done.delivered.detail
         await record(Action.JOB_RELEASE, Outcome.OK, detail)
         return done
@@ -154,6 +167,7 @@ class ReleaseService:
     async def _record(
         self, actor: str, job_id: int, printer: str, action: Action, outcome: Outcome, detail: str
     ) -> None:
+        self.jobs.metrics.event(action.value, outcome.value)
         audit = self.jobs.audit
         if audit is not None:
             at = self.clock()
@@ -241,6 +255,9 @@ class ReleaseService:
             )
             raise
         job = await in_thread(self._printed, job_id, delivered)
+        if await in_thread(self._archived, job, spool):
+            log.info("job %d released by %s to %s, archived", job_id, actor, printer.name)
+            return Released(job, delivered)
         # Shredded before the answer; the blocks are freed after it (~20 ms per 100 MiB).
         later = await in_thread(lambda: spool.delete(name, missing_ok=True, defer_unlink=True))
         if later is not None:
@@ -249,6 +266,20 @@ class ReleaseService:
             task.add_done_callback(self._unlinks.discard)
         log.info("job %d released by %s to %s (%s)", job_id, actor, printer.name, delivered.detail)
         return Released(job, delivered)
+
+    def _archived(self, job: Job, spool: Spool) -> bool:
+        """Keep a printed plain job's document in the Print Archive, when it is on."""
+        archive = self.jobs.archive
+        if archive is None or job.encrypted or not isinstance(spool, PlainSpool):
+            return False
+        if not self.jobs.settings()[PRINT_ARCHIVING] or job.spool_name is None:
+            return False
+        try:
+            archive.keep(spool, job.spool_name)
+        except OSError as exc:  # printed all the same: never fail a release for the archive
+            log.error("job %d printed but not archived: %s", job.id, exc)
+            return False
+        return True
 
     def _claim(self, job_id: int, printer: str) -> bool:
         """held/failed -> releasing, atomically: only one release can win."""

@@ -33,12 +33,21 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import ColumnElement, func, or_, select, true, update
 
-from spoolvault.audit import SYSTEM, Action, AuditLog, Outcome
+from spoolvault.archive import Archive
+from spoolvault.audit import SYSTEM, Action, AuditLog, Outcome, QueuedAudit
 from spoolvault.db import Database, Job, JobState, Printer
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ClientError, SpoolError
 from spoolvault.jobs.pages import PageCounter
-from spoolvault.settings import HOLD_TIMEOUT_MINUTES, SPOOL_FILE_ENCRYPTION
+from spoolvault.metrics import Metrics
+from spoolvault.settings import (
+    ARCHIVE_RETENTION_DAYS,
+    HIDDEN_TITLE,
+    HIDE_DOCUMENT_NAMES,
+    HOLD_TIMEOUT_MINUTES,
+    REDACT_DOCUMENT_NAMES_AFTER_DAYS,
+    SPOOL_FILE_ENCRYPTION,
+)
 from spoolvault.spool.store import SpoolFile, SpoolStore, SpoolWriter
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,7 @@ T = TypeVar("T")
 # to the disk, small enough that memory stays flat whatever the job size.
 WRITE_BATCH = 256 * 1024
 SETTINGS_TTL = 2.0  # seconds a settings read is reused for new jobs
+ARCHIVE_PURGE_EVERY = 3600.0  # seconds between looks for archived documents to purge
 UNKNOWN_OWNER = "unknown"
 _pin_hasher = PasswordHasher()
 
@@ -138,13 +148,16 @@ class JobService:
         store: SpoolStore,
         *,
         clock: Callable[[], datetime] = utcnow,
-        audit: AuditLog | None = None,
+        audit: AuditLog | QueuedAudit | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.clock = clock
         self._settings: tuple[dict[str, Any], float] = ({}, 0.0)
         self.audit = audit  # None: nothing is audited (tests of other parts)
+        self.archive: Archive | None = None  # set by the server: Print Archiving
+        self.metrics = Metrics(db)
+        self._purged_at = self._redacted_at = -ARCHIVE_PURGE_EVERY
 
     def record_event(
         self,
@@ -157,6 +170,7 @@ class JobService:
         detail: str = "",
     ) -> None:
         """Record an audit event at this service's clock (blocking; never raises)."""
+        self.metrics.event(action.value, outcome.value)
         if self.audit is not None:
             self.audit.record(
                 actor,
@@ -232,7 +246,11 @@ class JobService:
         except BaseException:
             self.store.spool(spool_file.encrypted).delete(spool_file.name, missing_ok=True)
             raise
-        self.record_event(job.owner, Action.JOB_SUBMIT, job_id=job.id, detail=_submitted(job))
+        self.metrics.spooled(job.size, job.encrypted)
+        hide = bool(self.settings()[HIDE_DOCUMENT_NAMES])
+        self.record_event(
+            job.owner, Action.JOB_SUBMIT, job_id=job.id, detail=_submitted(job, hide_title=hide)
+        )
         return job
 
     def _commit_and_record(
@@ -491,6 +509,44 @@ class JobService:
                     break
         return expired
 
+    def purge_archive(self) -> int:
+        """Remove archived documents past the retention (looked at hourly)."""
+        if self.archive is None or time.monotonic() - self._purged_at < ARCHIVE_PURGE_EVERY:
+            return 0
+        self._purged_at = time.monotonic()
+        days = int(self.db.get_settings()[ARCHIVE_RETENTION_DAYS])
+        removed = self.archive.purge(self.clock() - timedelta(days=days))
+        if removed:
+            self.record_event(
+                SYSTEM,
+                Action.ARCHIVE_PURGE,
+                detail=f"removed {removed} archived documents older than {days} days",
+            )
+        return removed
+
+    def redact_titles(self) -> int:
+        """Erase the document names of jobs older than redact_document_names_after_days
+        (looked at hourly); return how many."""
+        if time.monotonic() - self._redacted_at < ARCHIVE_PURGE_EVERY:
+            return 0
+        self._redacted_at = time.monotonic()
+        days = int(self.db.get_settings()[REDACT_DOCUMENT_NAMES_AFTER_DAYS])
+        if days == 0:
+            return 0
+        cutoff = self.clock() - timedelta(days=days)
+        with self.db.session() as s:
+            result = s.execute(
+                update(Job).where(Job.created_at < cutoff, Job.title != "").values(title="")
+            )
+            count = int(getattr(result, "rowcount", 0) or 0)
+        if count:
+            self.record_event(
+                SYSTEM,
+                Action.JOB_REDACT,
+                detail=f"erased the document names of {count} jobs older than {days} days",
+            )
+        return count
+
     def abort_stale_incoming(self, older_than: timedelta) -> int:
         """Abort Create-Job jobs whose document never came (multiple-operation-time-out)."""
         cutoff = self.clock() - older_than
@@ -508,11 +564,11 @@ class JobService:
             return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _submitted(job: Job) -> str:
+def _submitted(job: Job, *, hide_title: bool = False) -> str:
     """The audit detail of a submitted job: metadata only."""
     parts = [
         f"queue {job.queue}",
-        f"title {job.title!r}",
+        f"title {HIDDEN_TITLE}" if hide_title else f"title {job.title!r}",
         f"{job.size} bytes",
         job.document_format,
         "encrypted" if job.encrypted else "not encrypted",
@@ -537,7 +593,11 @@ async def housekeeping(
             "aborted %d jobs whose document never arrived",
         ),
         (jobs.expire_held, "expired %d held jobs (hold timeout)"),
+        (jobs.purge_archive, "removed %d archived documents past their retention"),
+        (jobs.redact_titles, "erased the document names of %d old jobs"),
     ]
+    if jobs.audit is not None:
+        steps.append((jobs.audit.ingest_pending, "recorded %d audit events queued by commands"))
     while True:
         for step, message in steps:
             try:

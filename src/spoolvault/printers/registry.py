@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from spoolvault.db import Database, Printer, PrinterMode
+from spoolvault.db import FILE_STATES, Database, Job, Printer, PrinterMode
 from spoolvault.errors import ClientError
 from spoolvault.printers.uri import parse_printer_uri
 
@@ -23,6 +25,14 @@ class InvalidPrinter(ClientError):
 
 class PrinterExists(ClientError):
     """A printer of that name exists already (HTTP 409)."""
+
+
+class PrinterNotFound(ClientError):
+    """No printer of that name (HTTP 404)."""
+
+
+class PrinterInUse(ClientError):
+    """The printer still has jobs on its queue (HTTP 409)."""
 
 
 def check_uri(uri: str) -> str:
@@ -60,19 +70,8 @@ def add_printer(
         )
     if name in RESERVED:
         raise InvalidPrinter(f"printer name {name!r} is reserved for the Find-Me queue")
-    try:
-        printer_mode = PrinterMode(mode)
-    except ValueError:
-        modes = ", ".join(m.value for m in PrinterMode)
-        raise InvalidPrinter(f"mode {mode!r}: one of {modes}") from None
-    if snmp_port is not None and not 1 <= snmp_port <= 65535:
-        raise InvalidPrinter(f"snmp_port {snmp_port}: a UDP port, 1 to 65535")
-    if snmp_host is not None and not _HOST_RE.fullmatch(snmp_host):
-        raise InvalidPrinter(f"snmp_host {snmp_host!r}: a host name or IP address")
-    if hold_timeout_minutes is not None and not 1 <= hold_timeout_minutes <= MAX_HOLD_MINUTES:
-        raise InvalidPrinter(
-            f"hold_timeout_minutes {hold_timeout_minutes}: 1 to {MAX_HOLD_MINUTES} (one year)"
-        )
+    printer_mode = _mode(mode)
+    _check_options(snmp_host=snmp_host, snmp_port=snmp_port, hold_timeout=hold_timeout_minutes)
     printer = Printer(
         name=name,
         uri=check_uri(uri),
@@ -89,6 +88,94 @@ def add_printer(
             s.add(printer)
     except IntegrityError:
         raise PrinterExists(f"a printer named {name!r} exists already") from None
+    return printer
+
+
+def _mode(mode: str) -> PrinterMode:
+    try:
+        return PrinterMode(mode)
+    except ValueError:
+        modes = ", ".join(m.value for m in PrinterMode)
+        raise InvalidPrinter(f"mode {mode!r}: one of {modes}") from None
+
+
+def _check_options(
+    *, snmp_host: str | None, snmp_port: int | None, hold_timeout: int | None
+) -> None:
+    if snmp_port is not None and not 1 <= snmp_port <= 65535:
+        raise InvalidPrinter(f"snmp_port {snmp_port}: a UDP port, 1 to 65535")
+    if snmp_host is not None and not _HOST_RE.fullmatch(snmp_host):
+        raise InvalidPrinter(f"snmp_host {snmp_host!r}: a host name or IP address")
+    if hold_timeout is not None and not 1 <= hold_timeout <= MAX_HOLD_MINUTES:
+        raise InvalidPrinter(
+            f"hold_timeout_minutes {hold_timeout}: 1 to {MAX_HOLD_MINUTES} (one year)"
+        )
+
+
+# What update_printer may change (the name is the queue's name: it stays).
+CHANGEABLE = (
+    "uri",
+    "mode",
+    "block_release_on_error",
+    "group",
+    "snmp_community",
+    "snmp_host",
+    "snmp_port",
+    "hold_timeout_minutes",
+)
+REQUIRED = frozenset({"uri", "mode", "block_release_on_error", "group"})
+
+
+def update_printer(db: Database, name: str, changes: Mapping[str, Any]) -> tuple[Printer, str]:
+    """Change some of a printer's settings; return it and a description of the change."""
+    unknown = sorted(set(changes) - set(CHANGEABLE))
+    if unknown:
+        raise InvalidPrinter(
+            f"cannot change {', '.join(unknown)} (changeable: {', '.join(CHANGEABLE)})"
+        )
+    cleared = sorted(k for k in REQUIRED if k in changes and changes[k] is None)
+    if cleared:
+        raise InvalidPrinter(f"{', '.join(cleared)} cannot be empty")
+    with db.session() as s:
+        printer = s.scalar(select(Printer).where(Printer.name == name))
+        if printer is None:
+            raise PrinterNotFound(f"no printer named {name!r}")
+        values = {k: getattr(printer, k) for k in CHANGEABLE} | dict(changes)
+        if "uri" in changes:
+            check_uri(str(values["uri"]))
+        values["mode"] = _mode(str(values["mode"]))
+        _check_options(
+            snmp_host=values["snmp_host"],
+            snmp_port=values["snmp_port"],
+            hold_timeout=values["hold_timeout_minutes"],
+        )
+        said = []
+        for key in CHANGEABLE:
+            old, new = getattr(printer, key), values[key]
+            if old != new:
+                shown = "***" if key == "snmp_community" else f"{old} -> {new}"
+                said.append(f"{key} {shown}")
+                setattr(printer, key, new)
+    return printer, f"printer {name}: " + (", ".join(said) or "no change")
+
+
+def remove_printer(db: Database, name: str) -> Printer:
+    """Remove a printer. Refused while jobs are held on its own queue (they would be lost)."""
+    with db.session() as s:
+        printer = s.scalar(select(Printer).where(Printer.name == name))
+        if printer is None:
+            raise PrinterNotFound(f"no printer named {name!r}")
+        waiting = s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.queue == name, Job.state.in_([st.value for st in FILE_STATES]))
+        )
+        if waiting:
+            raise PrinterInUse(
+                f"printer {name} has {waiting} jobs held or failed on its queue; release or "
+                f"cancel them first"
+            )
+        s.delete(printer)
     return printer
 
 

@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 
 from spoolvault import __version__
 from spoolvault.api.app import create_api
+from spoolvault.archive import Archive, archive_dir
 from spoolvault.audit import SYSTEM, Action, AuditLog, audit_path
 from spoolvault.errors import SpoolvaultError
 from spoolvault.identity import IdentityService, open_card_key
@@ -27,6 +28,7 @@ from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
 from spoolvault.ipp.server import IppServer
 from spoolvault.jobs.release import ReleaseService
 from spoolvault.jobs.service import JobService, housekeeping, in_thread
+from spoolvault.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from spoolvault.netaddr import HostPort
 from spoolvault.runtime import Runtime
 
@@ -73,10 +75,15 @@ def create_app(
     """Build the ASGI app over an opened runtime; its lifespan runs the other listeners."""
     audit = AuditLog.open(audit_path(rt.data.root), rt.db)
     jobs = JobService(rt.db, rt.store, audit=audit)
+    jobs.archive = Archive(archive_dir(rt.data.root), rt.db)
     release = ReleaseService(jobs)
     identity = IdentityService(rt.db, open_card_key(rt.data.root, rt.db), audit=audit)
     ipp = IppServer(rt, jobs, release=release)
     api = create_api(jobs, release, identity)
+
+    async def metrics(request: Request) -> Response:
+        body = await run_in_threadpool(jobs.metrics.exposition)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     async def health(request: Request) -> Response:
         try:
@@ -175,6 +182,7 @@ def create_app(
             Route("/", ipp_post, methods=["POST"]),
             Route("/healthz", health),
             Route("/api/v1/health", health),
+            Route("/metrics", metrics),
             Route("/ipp/print", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", queue_page, methods=["GET"]),
