@@ -44,6 +44,11 @@ def test_defaults() -> None:
         "hold_timeout_minutes": 240,
         "hide_document_names": False,
         "redact_document_names_after_days": 0,
+        "smtp_host": "",
+        "smtp_port": 25,
+        "smtp_from": "spoolvault@localhost",
+        "expiry_reminder_minutes": 30,
+        "public_url": "",
         "ipp_authentication_required": False,
     }
 

@@ -93,6 +93,11 @@ PRINT_ARCHIVE_VIEWERS = "print_archive_viewers"
 HIDE_DOCUMENT_NAMES = "hide_document_names"
 REDACT_DOCUMENT_NAMES_AFTER_DAYS = "redact_document_names_after_days"
 HIDDEN_TITLE = "(hidden)"
+SMTP_HOST = "smtp_host"
+SMTP_PORT = "smtp_port"
+SMTP_FROM = "smtp_from"
+EXPIRY_REMINDER_MINUTES = "expiry_reminder_minutes"
+PUBLIC_URL = "public_url"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -158,6 +163,48 @@ SETTINGS: tuple[Setting, ...] = (
         min=0,
         max=3650,
         label="Erase document names after (days)",
+    ),
+    Setting(
+        SMTP_HOST,
+        str,
+        "",
+        "The mail relay for expiry reminders (host name or address; port 25 by default, "
+        "no authentication). Empty: no reminders are sent.",
+        label="Mail relay (SMTP host)",
+    ),
+    Setting(
+        SMTP_PORT,
+        int,
+        25,
+        "The mail relay's port (1 to 65535).",
+        min=1,
+        max=65535,
+        label="Mail relay port",
+    ),
+    Setting(
+        SMTP_FROM,
+        str,
+        "spoolvault@localhost",
+        "The sender address of expiry reminders.",
+        label="Reminder sender address",
+    ),
+    Setting(
+        EXPIRY_REMINDER_MINUTES,
+        int,
+        30,
+        "Mail a job's owner this many minutes before the job expires (0: never). Needs "
+        "a mail relay and the user's e-mail address.",
+        min=0,
+        max=10_080,
+        label="Expiry reminder (minutes before)",
+    ),
+    Setting(
+        PUBLIC_URL,
+        str,
+        "",
+        "This server's address as users reach it, e.g. https://print.example.org:8631; "
+        "reminders link to it to keep a job longer. Empty: reminders carry no link.",
+        label="Public address (for links in mails)",
     ),
     Setting(
         IPP_AUTHENTICATION_REQUIRED,

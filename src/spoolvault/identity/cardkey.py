@@ -69,6 +69,12 @@ class CardKey:
         digest = hmac.new(self._key, normalize_card(card_number).encode(), hashlib.sha256)
         return digest.hexdigest()
 
+    def mac(self, message: bytes) -> str:
+        """HMAC-SHA256 of ``message`` under a subkey for other uses than card numbers
+        (links in mails), lowercase hex; callers put their purpose in the message."""
+        subkey = hmac.new(self._key, b"spoolvault: not a card number", hashlib.sha256).digest()
+        return hmac.new(subkey, message, hashlib.sha256).hexdigest()
+
     @classmethod
     def generate(cls) -> CardKey:
         """A fresh key in memory (tests)."""

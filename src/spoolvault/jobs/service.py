@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -583,7 +583,11 @@ def _submitted(job: Job, *, hide_title: bool = False) -> str:
 
 
 async def housekeeping(
-    jobs: JobService, *, incoming_timeout: timedelta, every: float = 10.0
+    jobs: JobService,
+    *,
+    incoming_timeout: timedelta,
+    every: float = 10.0,
+    send_reminders: Callable[[], Awaitable[int]] | None = None,
 ) -> None:
     """The one scheduler for time-based job changes (never a task per job): abort Create-Job
     jobs whose document never came, expire held jobs past the hold timeout."""
@@ -607,4 +611,12 @@ async def housekeeping(
                 raise
             except Exception:
                 log.exception("job housekeeping failed")
+        if send_reminders is not None:
+            try:
+                if n := await send_reminders():
+                    log.info("mailed %d expiry reminders", n)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("expiry reminders failed")
         await asyncio.sleep(every)

@@ -27,10 +27,12 @@ from spoolvault.identity import IdentityService, open_card_key
 from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
 from spoolvault.ipp.server import IppServer
 from spoolvault.jobs.release import ReleaseService
+from spoolvault.jobs.reminders import Reminders
 from spoolvault.jobs.service import JobService, housekeeping, in_thread
 from spoolvault.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from spoolvault.netaddr import HostPort
 from spoolvault.runtime import Runtime
+from spoolvault.web.hold import hold_routes
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,9 @@ def create_app(
     jobs = JobService(rt.db, rt.store, audit=audit)
     jobs.archive = Archive(archive_dir(rt.data.root), rt.db)
     release = ReleaseService(jobs)
-    identity = IdentityService(rt.db, open_card_key(rt.data.root, rt.db), audit=audit)
+    card_key = open_card_key(rt.data.root, rt.db)
+    identity = IdentityService(rt.db, card_key, audit=audit)
+    reminders = Reminders(jobs, card_key)
     ipp = IppServer(rt, jobs, release=release)
     api = create_api(jobs, release, identity)
 
@@ -140,7 +144,11 @@ def create_app(
                 )
             )
         task = asyncio.create_task(
-            housekeeping(jobs, incoming_timeout=timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT))
+            housekeeping(
+                jobs,
+                incoming_timeout=timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT),
+                send_reminders=reminders.send_due,
+            )
         )
         servers: list[asyncio.AbstractServer] = []
         advertiser = None
@@ -183,6 +191,7 @@ def create_app(
             Route("/healthz", health),
             Route("/api/v1/health", health),
             Route("/metrics", metrics),
+            *hold_routes(jobs, card_key),
             Route("/ipp/print", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", queue_page, methods=["GET"]),
