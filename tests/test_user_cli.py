@@ -71,6 +71,16 @@ def test_user_verbs_while_the_server_runs_and_after(tmp_path: Path) -> None:
         ident = IdentityService(rt.db, open_card_key(rt.data.root, rt.db))
         assert ident.login_card("c-1", "1234", station="t") == "carol"
         assert ident.may_release("bob", "alice") and not ident.may_release("carol", "alice")
+    # Every change is audited, those made beside the running server too (queued for it).
+    listed_events = spoolvault("audit", "list", "--action", "user.change", "--limit", "100", *d)
+    assert listed_events.returncode == 0, listed_events.stderr
+    changes = listed_events.stdout
+    assert "created alice" in changes and "alice: pin" in changes and "created bob" in changes
+    assert "bob: card_number" in changes and "alice: delegates" in changes
+    assert "imported people.csv: 2 added" in changes and "cli:" in changes
+    for secret in ("CLI-CARD-7", "BOB-1", "2580", "1397", "bob-pw-123"):
+        assert secret not in changes
+    assert spoolvault("audit", "verify", *d).returncode == 0
 
 
 def test_user_verbs_need_an_existing_data_dir(tmp_path: Path) -> None:

@@ -528,6 +528,18 @@ def _users(data_dir: Path, database: str | None) -> Iterator[Users]:
         yield Users(db, open_card_key(data.root, db))
 
 
+def _audit_users(data_dir: Path, database: str | None, detail: str) -> None:
+    """A ``user.change`` event by ``cli:<login>`` (queued for a running server)."""
+    from spoolvault.admin_cli import _actor
+    from spoolvault.audit import Action, audit_path, record_offline
+    from spoolvault.config import DataDir
+    from spoolvault.db import Database, database_url
+
+    data = DataDir.open(data_dir, create=False)
+    with Database.open(database_url(database, data.database)) as db:
+        record_offline(audit_path(data.root), db, _actor(), Action.USER_CHANGE, detail=detail)
+
+
 def _secret(name: str, confirm: bool = True) -> str:
     """A password or PIN: prompted (hidden) on a terminal, else one line of stdin.
 
@@ -586,6 +598,7 @@ def user_add(
             fields["is_admin"] = True
         with _users(data_dir, database) as users:
             users.add(username, fields)
+        _audit_users(data_dir, database, f"created {username}: {', '.join(sorted(fields))}")
     except SpoolvaultError as exc:
         _fail(str(exc))
     _print_user_done("added", username)
@@ -639,6 +652,7 @@ def user_set_card(
         number = _secret("card number", confirm=False) if card == "-" else card
         with _users(data_dir, database) as users:
             users.update(username, {"card_number": number})
+        _audit_users(data_dir, database, f"{username}: card_number")
     except SpoolvaultError as exc:
         _fail(str(exc))
     _print_user_done("removed the card of" if clear else "enrolled a card for", username)
@@ -656,6 +670,7 @@ def user_set_pin(
         pin = None if clear else _secret("PIN")
         with _users(data_dir, database) as users:
             users.update(username, {"pin": pin})
+        _audit_users(data_dir, database, f"{username}: pin")
     except SpoolvaultError as exc:
         _fail(str(exc))
     _print_user_done("removed the PIN of" if clear else "set the PIN of", username)
@@ -676,6 +691,11 @@ def user_import(
     try:
         with _users(data_dir, database) as users:
             result = import_file(users, file, update=update)
+        _audit_users(
+            data_dir,
+            database,
+            f"imported {file.name}: {len(result.added)} added, {len(result.updated)} updated",
+        )
     except SpoolvaultError as exc:
         _fail(str(exc), code=1)
     out.print(
@@ -736,6 +756,7 @@ def user_ldap_sync(
     try:
         with _users(data_dir, database) as users:
             result = sync(users, cfg)
+        _audit_users(data_dir, database, f"synced {url}: {result.summary()}")
     except SpoolvaultError as exc:
         _fail(str(exc))
     for line in result.skipped:
@@ -757,6 +778,7 @@ def user_delegate(
     try:
         with _users(data_dir, database) as users:
             info = users.set_delegates(owner, to or [], group or [])
+        _audit_users(data_dir, database, f"{owner}: delegates")
     except SpoolvaultError as exc:
         _fail(str(exc))
     who = [*info.delegates, *(f"group {g}" for g in info.delegate_groups)]
