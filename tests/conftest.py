@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+import ippeve
 from spoolvault.spool.keys import KeyFileProvider
 from spoolvault.spool.store import EncryptedSpool
 
 SPOOLVAULT = [sys.executable, "-m", "spoolvault"]
+ADMIN = ("admin", "admin-pw-123")  # the administrator of servers started by `srv`
 CS = 4096  # the smallest chunk size a reader accepts: many chunks for few bytes
 _LISTEN_RE = re.compile(r"listening on (https?://\S+)")
 
@@ -154,3 +156,25 @@ def mounted_tmpfs(path: Path, options: str) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(path)], check=False).returncode != 0:
             subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
+    """A real IPP printer (ippeveprinter) shared by a module's tests."""
+    if ippeve.IPPEVEPRINTER is None:
+        pytest.skip("ippeveprinter is not installed (Debian package cups-ipp-utils)")
+    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve"))
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Server]:
+    """A fresh server whose administrator is ADMIN."""
+    s = start_server(tmp_path / "data", env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]})
+    try:
+        yield s
+    finally:
+        s.stop()

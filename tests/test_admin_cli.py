@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,15 +24,6 @@ def audit_events(data_dir: Path, action: str) -> str:
     code, text = sv(data_dir, "audit", "list", "--action", action)
     assert code == 0, text
     return text
-
-
-@pytest.fixture(scope="module")
-def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
-    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve"))
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def test_printers_and_settings_without_a_server(tmp_path: Path) -> None:

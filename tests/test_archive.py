@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 import ippeve
 import ipptool
-from conftest import Server, start_server
+from conftest import Server
 from spoolvault.archive import Archive, archive_dir
 from spoolvault.db import Database, Job, JobState, database_url
 from spoolvault.jobs.service import JobService, Submission
@@ -26,24 +25,12 @@ pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups
 AUDITOR = ("auditor", "auditor-pw-123")
 
 
-@pytest.fixture(scope="module")
-def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
-    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve"))
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
 @pytest.fixture
-def srv(tmp_path: Path) -> Iterator[Server]:
-    s = start_server(tmp_path / "data", env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]})
-    try:
-        with Database.open(database_url(None, s.data_dir / "spoolvault.db")) as db:
-            db.add_user(AUDITOR[0], AUDITOR[1], is_admin=True)
-        yield s
-    finally:
-        s.stop()
+def srv(srv: Server) -> Server:
+    """The shared server fixture, with a second administrator."""
+    with Database.open(database_url(None, srv.data_dir / "spoolvault.db")) as db:
+        db.add_user(AUDITOR[0], AUDITOR[1], is_admin=True)
+    return srv
 
 
 def api(srv: Server) -> httpx.Client:

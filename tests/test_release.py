@@ -7,7 +7,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import cupsd
 import ippeve
 import ipptool
-from conftest import Server, spoolvault, start_server
+from conftest import ADMIN, Server, spoolvault, start_server
 from snmp_fixtures import start_snmpd
 from spoolvault.config import DataDir
 from spoolvault.db import Job, JobState
@@ -27,26 +26,6 @@ from spoolvault.runtime import Runtime
 from test_ipp_server import ipp_request, job_group, jobs_in, new_request
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
-
-ADMIN = ("admin", "admin-pw-123")
-
-
-@pytest.fixture(scope="module")
-def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
-    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve"))
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
-@pytest.fixture
-def srv(tmp_path: Path) -> Iterator[Server]:
-    s = start_server(tmp_path / "data", env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]})
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def api(srv: Server) -> httpx.Client:

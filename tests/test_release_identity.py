@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 
 import cupsd
 import ippeve
-from conftest import Server, start_server
+from conftest import Server
 from spoolvault.db import JobState
 from test_ipp_server import jobs_in
 from test_release import ADMIN, add_printer, api, submit, wait_for_files
@@ -25,24 +24,6 @@ pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups
 
 CAROL_CARD, CAROL_PIN = "04:C4:R0:11", "7319"
 DAVE_CARD = "D4VE0001"
-
-
-@pytest.fixture(scope="module")
-def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
-    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve-identity"))
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
-@pytest.fixture
-def srv(tmp_path: Path) -> Iterator[Server]:
-    s = start_server(tmp_path / "data", env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]})
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -38,6 +38,8 @@ from spoolvault.errors import OperatorError, SpoolError, SpoolvaultError
 from spoolvault.netaddr import HostPort, parse_hostport
 
 if TYPE_CHECKING:
+    from spoolvault.config import DataDir
+    from spoolvault.db import Database
     from spoolvault.identity import Users
 
 log = logging.getLogger("spoolvault")
@@ -517,14 +519,22 @@ def audit_list(
 
 
 @contextlib.contextmanager
-def _users(data_dir: Path, database: str | None) -> Iterator[Users]:
-    """The data directory's users, with its card secret (server running or not)."""
+def _database(data_dir: Path, database: str | None) -> Iterator[tuple[DataDir, Database]]:
+    """The data directory and its database, server running or not."""
     from spoolvault.config import DataDir
     from spoolvault.db import Database, database_url
-    from spoolvault.identity import Users, open_card_key
 
     data = DataDir.open(data_dir, create=False)
     with Database.open(database_url(database, data.database)) as db:
+        yield data, db
+
+
+@contextlib.contextmanager
+def _users(data_dir: Path, database: str | None) -> Iterator[Users]:
+    """The data directory's users, with its card secret (server running or not)."""
+    from spoolvault.identity import Users, open_card_key
+
+    with _database(data_dir, database) as (data, db):
         yield Users(db, open_card_key(data.root, db))
 
 
@@ -532,11 +542,8 @@ def _audit_users(data_dir: Path, database: str | None, detail: str) -> None:
     """A ``user.change`` event by ``cli:<login>`` (queued for a running server)."""
     from spoolvault.admin_cli import _actor
     from spoolvault.audit import Action, audit_path, record_offline
-    from spoolvault.config import DataDir
-    from spoolvault.db import Database, database_url
 
-    data = DataDir.open(data_dir, create=False)
-    with Database.open(database_url(database, data.database)) as db:
+    with _database(data_dir, database) as (data, db):
         record_offline(audit_path(data.root), db, _actor(), Action.USER_CHANGE, detail=detail)
 
 
