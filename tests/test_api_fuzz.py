@@ -53,6 +53,7 @@ def test_no_request_makes_the_api_answer_with_a_server_error(tmp_path: Path) -> 
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its cache goes there, not into the checkout
         )
     finally:
         srv.stop()
