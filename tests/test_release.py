@@ -511,3 +511,56 @@ def test_hidden_document_names_stay_out_of_admin_views_and_the_audit_log(srv: Se
     assert "(hidden)" in events[0]["detail"] and "merger" not in events[0]["detail"]
     lines = (srv.data_dir / "audit" / "audit.jsonl").read_text()
     assert "merger" not in lines
+
+
+def test_a_job_printed_with_a_pin_needs_it_at_release(
+    srv: Server, printer: ippeve.EvePrinter
+) -> None:
+    """PWG 5100.11 job-password: the owner's login is not enough; five wrong PINs lock it."""
+    add_printer(srv, "lobby", printer.uri)
+    add_user(srv, "alice")
+
+    def pin_job(body: bytes, pin: bytes) -> int:
+        req: IppMessage = new_request(Operation.PRINT_JOB, srv, user="alice")
+        req.operation.add("job-password", ValueTag.OCTET_STRING, pin)
+        req.operation.add("job-password-encryption", ValueTag.KEYWORD, "none")
+        req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, "text/plain")
+        _, resp = ipp_request(srv, req, body)
+        assert resp is not None and resp.code == Status.SUCCESSFUL_OK, resp
+        job_id = job_group(resp).get("job-id")
+        assert job_id is not None and isinstance(job_id.value, int)
+        return job_id.value
+
+    body = b"salary letters\n" * 100
+    first, second = pin_job(body, b"4711"), pin_job(b"locked out\n", b"2580")
+    session = login(srv, "alice")
+    seen = set(printer.files())
+    with api(srv) as c:
+        [listed] = [j for j in c.get("/release/jobs", headers=session).json() if j["id"] == first]
+        assert listed["pin_protected"] is True
+
+        def release(job_id: int, pin: str | None) -> httpx.Response:
+            body = {"printer": "lobby"} | ({"job_pin": pin} if pin is not None else {})
+            return c.post(f"/release/jobs/{job_id}", json=body, headers=session)
+
+        r = release(first, None)
+        assert r.status_code == 403 and "job PIN" in r.json()["detail"]
+        r = release(first, "0000")
+        assert r.status_code == 403 and "wrong job PIN" in r.json()["detail"]
+        r = release(first, "4711")
+        assert r.status_code == 200, r.text
+        codes = [release(second, f"{n:04d}").status_code for n in range(5)]
+        assert codes == [403, 403, 403, 403, 429]
+        r = release(second, "2580")  # right, but too late: locked for a while
+        assert r.status_code == 429 and "Retry-After" in r.headers
+        events = c.get("/audit", params={"job_id": second}, auth=ADMIN).json()
+    assert set(printer.files()) - seen and body in {
+        f.read_bytes() for f in wait_for_files(printer, len(seen) + 1)
+    }
+    assert sum(e["action"] == "job.release_failed" for e in events) == 6
+    assert not any("2580" in e["detail"] or "0001" in e["detail"] for e in events)
+    # An administrator releases it without the PIN (admin release, audited as such).
+    done = spoolvault(
+        "jobs", "release", str(second), "--printer", "lobby", "--data-dir", str(srv.data_dir)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

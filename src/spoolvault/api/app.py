@@ -49,6 +49,8 @@ from spoolvault.identity import (
 )
 from spoolvault.identity.sessions import SESSION_SECONDS
 from spoolvault.jobs.release import (
+    JobPinLocked,
+    JobPinRequired,
     PrinterBlocked,
     ReleaseFailed,
     ReleaseRefused,
@@ -189,6 +191,7 @@ class JobOut(BaseModel):
     encrypted: bool
     created: datetime
     printer: str | None
+    pin_protected: bool = Field(False, description="Printed with a job PIN (job-password).")
 
 
 class SessionIn(BaseModel):
@@ -233,6 +236,9 @@ class SessionOut(BaseModel):
 
 class ReleaseIn(BaseModel):
     printer: str = Field(description="The printer to print on (its name).")
+    job_pin: str | None = Field(
+        None, repr=False, description="The job's PIN, for a job printed with one (job-password)."
+    )
 
 
 class ReleaseOut(BaseModel):
@@ -303,6 +309,7 @@ def _job_out(job: Job, *, hide_title: bool = False) -> JobOut:
         encrypted=job.encrypted,
         created=job.created_at,
         printer=job.printer,
+        pin_protected=job.pin_hash is not None,
     )
 
 
@@ -359,7 +366,9 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
             status = 409
         elif isinstance(exc, AuthenticationFailed):
             status = 401
-        elif isinstance(exc, LockedOut):
+        elif isinstance(exc, JobPinRequired):
+            status = 403
+        elif isinstance(exc, LockedOut | JobPinLocked):
             status = 429
             headers["Retry-After"] = str(exc.retry_after)
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
@@ -643,7 +652,13 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
         job_id: int, body: ReleaseIn, user: Annotated[str, Depends(station_user)]
     ) -> ReleaseOut:
         done = await release_for(
-            user, job_id, body.printer, jobs=jobs, release=release, identity=identity
+            user,
+            job_id,
+            body.printer,
+            jobs=jobs,
+            release=release,
+            identity=identity,
+            job_pin=body.job_pin,
         )
         return ReleaseOut(
             job=_job_out(done.job),

@@ -33,7 +33,7 @@ from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import PrinterMode, utcnow
 from spoolvault.errors import ClientError, SpoolError, SpoolvaultError
 from spoolvault.ipp.attributes import attributes_from_json
-from spoolvault.jobs.service import JobNotFound, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobService, check_pin, in_thread
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
 from spoolvault.printers.registry import PrinterNotFound, find_printer
@@ -46,6 +46,22 @@ RELEASABLE = (JobState.HELD, JobState.FAILED)
 _STREAM_BATCH = 1 << 20
 # Virtual (Find-Me) queues: their jobs can be released at any printer.
 FIND_ME_QUEUES = frozenset({"secure"})
+
+
+JOB_PIN_TRIES = 5  # wrong job PINs in a row ...
+JOB_PIN_LOCK_SECONDS = 300.0  # ... before the job refuses PINs for this long
+
+
+class JobPinRequired(ClientError):
+    """A PIN-protected job released without its PIN, or with a wrong one (HTTP 403)."""
+
+
+class JobPinLocked(ClientError):
+    """Too many wrong PINs for a job: it takes none for a while (HTTP 429)."""
+
+    def __init__(self, job_id: int, retry_after: float) -> None:
+        self.retry_after = max(1, round(retry_after))
+        super().__init__(f"too many wrong PINs for job {job_id}: try again in {self.retry_after} s")
 
 
 class PrinterBlocked(ClientError):
@@ -97,6 +113,7 @@ class ReleaseService:
         self.checker = checker or self._check
         self.clock = clock
         self._unlinks: set[asyncio.Task[None]] = set()  # shredded files being unlinked
+        self._pin_failures: dict[int, tuple[int, float]] = {}  # job -> (wrong PINs, locked until)
 
     @staticmethod
     async def _check(printer: Printer) -> Health:
@@ -136,13 +153,20 @@ class ReleaseService:
         actor: str,
         is_admin: bool = False,
         fast: bool = False,
+        job_pin: str | None = None,
     ) -> Released:
-        """Send one held job to a printer. ``fast`` (Fast Release) ignores printer errors."""
+        """Send one held job to a printer. ``fast`` (Fast Release) ignores printer errors.
+
+        A job submitted with a PIN (PWG 5100.11 job-password) needs ``job_pin`` unless an
+        administrator releases it; wrong PINs are counted per job (JobPinLocked).
+        """
         record = functools.partial(self._record, actor, job_id, printer_name)
         started = time.monotonic()
         outcome = Outcome.FAILED
         try:
-            done = await self._release(job_id, printer_name, actor, is_admin=is_admin, fast=fast)
+            done = await self._release(
+                job_id, printer_name, actor, is_admin=is_admin, fast=fast, job_pin=job_pin
+            )
             outcome = Outcome.OK
         except ClientError as exc:  # blocked, refused, no such printer or job: nothing sent
             outcome = Outcome.REFUSED
@@ -185,12 +209,21 @@ class ReleaseService:
             )
 
     async def _release(
-        self, job_id: int, printer_name: str, actor: str, *, is_admin: bool, fast: bool
+        self,
+        job_id: int,
+        printer_name: str,
+        actor: str,
+        *,
+        is_admin: bool,
+        fast: bool,
+        job_pin: str | None,
     ) -> Released:
         printer = await in_thread(self.printer, printer_name)
         job = await in_thread(self.jobs.get, job_id)
         if job.state not in RELEASABLE:
             raise ReleaseRefused(f"job {job_id} is {job.state.value}, not held")
+        if job.pin_hash is not None and not is_admin:
+            await in_thread(self._check_job_pin, job, job_pin)
         queue_printer = None if job.queue in FIND_ME_QUEUES else job.queue
         if queue_printer is not None and queue_printer != printer.name and not is_admin:
             raise ReleaseRefused(
@@ -266,6 +299,25 @@ class ReleaseService:
             task.add_done_callback(self._unlinks.discard)
         log.info("job %d released by %s to %s (%s)", job_id, actor, printer.name, delivered.detail)
         return Released(job, delivered)
+
+    def _check_job_pin(self, job: Job, pin: str | None) -> None:
+        """The job's PIN, or JobPinRequired / JobPinLocked (argon2id: blocking)."""
+        assert job.pin_hash is not None
+        now = time.monotonic()
+        failures, until = self._pin_failures.get(job.id, (0, 0.0))
+        if until > now:
+            raise JobPinLocked(job.id, until - now)
+        if pin is None or pin == "":
+            raise JobPinRequired(f"job {job.id} is protected by a job PIN: enter it to release")
+        if check_pin(job.pin_hash, pin):
+            self._pin_failures.pop(job.id, None)
+            return
+        failures += 1
+        lock = JOB_PIN_LOCK_SECONDS if failures >= JOB_PIN_TRIES else 0.0
+        self._pin_failures[job.id] = (0 if lock else failures, now + lock)
+        if lock:
+            raise JobPinLocked(job.id, lock)
+        raise JobPinRequired(f"wrong job PIN for job {job.id}")
 
     def _archived(self, job: Job, spool: Spool) -> bool:
         """Keep a printed plain job's document in the Print Archive, when it is on."""

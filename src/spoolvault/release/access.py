@@ -58,6 +58,7 @@ async def release_for(
     release: ReleaseService,
     identity: IdentityService,
     fast: bool = False,
+    job_pin: str | None = None,
 ) -> Released:
     """Release one job for ``actor`` (owner or delegate); audited whatever happens."""
     try:
@@ -74,7 +75,7 @@ async def release_for(
             )
         )
         raise
-    return await release.release(job_id, printer, actor=actor, fast=fast)
+    return await release.release(job_id, printer, actor=actor, fast=fast, job_pin=job_pin)
 
 
 async def cancel_for(

@@ -87,6 +87,11 @@ class MfdJob(BaseModel):
     size: int
     created: datetime
     releasable_here: bool = Field(description="False for a job on another printer's queue.")
+    pin_protected: bool = Field(description="Printed with a job PIN: ask for it to release.")
+
+
+class MfdReleaseIn(BaseModel):
+    job_pin: str | None = Field(None, repr=False, description="The job's PIN, if it has one.")
 
 
 class MfdReleased(BaseModel):
@@ -112,6 +117,7 @@ def mfd_job(job: Job, printer: str) -> MfdJob:
         size=job.size,
         created=job.created_at,
         releasable_here=releasable_at(job, printer),
+        pin_protected=job.pin_hash is not None,
     )
 
 
@@ -226,11 +232,18 @@ def create_mfd_router(
         return [mfd_job(j, device.printer) for j in found]
 
     @router.post("/mfd/jobs/{job_id}/release", response_model=MfdReleased, tags=["mfd"])
-    async def device_release(job_id: int, who: DeviceUser) -> Any:
-        """Release one job to this device's printer (409 if it is in error and blocks)."""
+    async def device_release(job_id: int, who: DeviceUser, body: MfdReleaseIn | None = None) -> Any:
+        """Release one job to this device's printer (409 if it is in error and blocks;
+        403 without the right PIN for a job printed with one)."""
         device, user = who
         done = await release_for(
-            user, job_id, device.printer, jobs=jobs, release=release, identity=identity
+            user,
+            job_id,
+            device.printer,
+            jobs=jobs,
+            release=release,
+            identity=identity,
+            job_pin=body.job_pin if body is not None else None,
         )
         return MfdReleased(
             id=job_id,
