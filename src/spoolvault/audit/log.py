@@ -247,8 +247,13 @@ def format_at(at: datetime) -> str:
 
 
 def parse_at(text: str) -> datetime:
-    """The inverse of ``format_at``."""
-    return datetime.strptime(text, _AT_FORMAT).replace(tzinfo=UTC)
+    """The inverse of ``format_at``; ValueError for any other form."""
+    # fromisoformat is ~20 times faster than strptime (every event is parsed once for its
+    # row), but accepts more forms: the round trip keeps it as strict as the format.
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None or format_at(at) != text:
+        raise ValueError(f"time data {text!r} does not match format {_AT_FORMAT!r}")
+    return at.astimezone(UTC)
 
 
 def _text(value: str, limit: int) -> str:
