@@ -222,8 +222,6 @@ class ReleaseService:
         job = await in_thread(self.jobs.get, job_id)
         if job.state not in RELEASABLE:
             raise ReleaseRefused(f"job {job_id} is {job.state.value}, not held")
-        if job.pin_hash is not None and not is_admin:
-            await in_thread(self._check_job_pin, job, job_pin)
         queue_printer = None if job.queue in FIND_ME_QUEUES else job.queue
         if queue_printer is not None and queue_printer != printer.name and not is_admin:
             raise ReleaseRefused(
@@ -242,6 +240,9 @@ class ReleaseService:
             health = await self.printer_health(printer)
             if health.in_error:
                 raise PrinterBlocked(printer.name, health)
+        if job.pin_hash is not None and not is_admin:
+            # After the health gate: nobody spends a PIN try on a printer that cannot print.
+            await in_thread(self._check_job_pin, job, job_pin)
         spool = self.jobs.store.spool(job.encrypted)
         name = job.spool_name
         try:
