@@ -55,7 +55,7 @@ T = TypeVar("T")
 
 # Hand the writer about this much at a time: big enough that thread hops cost nothing next
 # to the disk, small enough that memory stays flat whatever the job size.
-WRITE_BATCH = 256 * 1024
+WRITE_BATCH = 1024 * 1024  # bytes received per hand-over to the writer's thread
 SETTINGS_TTL = 2.0  # seconds a settings read is reused for new jobs
 ARCHIVE_PURGE_EVERY = 3600.0  # seconds between looks for archived documents to purge
 UNKNOWN_OWNER = "unknown"
@@ -201,22 +201,40 @@ class JobService:
     # -- intake ------------------------------------------------------------------------
 
     async def _receive(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolWriter, int | None]:
-        """Stream a document into a new, uncommitted spool writer; return it and a page count."""
-        encrypted = await in_thread(self.encryption_enabled)
-        writer: SpoolWriter = await in_thread(lambda: self.store.create(encrypted=encrypted))
+        """Stream a document into a new, uncommitted spool writer; return it and a page count.
+
+        Received chunks are collected by reference (no copy) and handed to the writer a
+        batch at a time in one thread call, which runs while the next batch is received:
+        receiving, sealing and writing overlap, and at most two batches are in memory.
+        """
+        writer: SpoolWriter = await in_thread(
+            lambda: self.store.create(encrypted=self.encryption_enabled())
+        )
         pages = PageCounter()
+        pending: asyncio.Future[None] | None = None
         try:
-            batch = bytearray()
+            batch: list[bytes] = []
+            held = 0
             async for chunk in chunks:
                 pages.feed(chunk)
-                batch += chunk
-                if len(batch) >= WRITE_BATCH:
-                    await in_thread(writer.write, bytes(batch))
-                    batch.clear()
+                batch.append(chunk)
+                held += len(chunk)
+                if held >= WRITE_BATCH:
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(in_thread(_write_each, writer, batch))
+                    batch, held = [], 0
+            if pending is not None:
+                await pending
+                pending = None
             if batch:
-                await in_thread(writer.write, bytes(batch))
+                await in_thread(_write_each, writer, batch)
         except BaseException:
-            # Client gone, disk full, shutdown: nothing of this job may remain.
+            # Client gone, disk full, shutdown: nothing of this job may remain. A write
+            # still running in its thread ends first: the writer is not shared.
+            if pending is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(pending)
             await in_thread(writer.abort)
             raise
         return writer, pages.result()
@@ -562,6 +580,11 @@ class JobService:
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _write_each(writer: SpoolWriter, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        writer.write(chunk)
 
 
 def _submitted(job: Job, *, hide_title: bool = False) -> str:

@@ -36,7 +36,7 @@ from spoolvault.errors import (
 )
 from spoolvault.spool import format as fmt
 from spoolvault.spool.keys import KeyProvider
-from spoolvault.util.fs import fsync_dir, write_all, write_atomic
+from spoolvault.util.fs import fsync_dir, start_writeback, write_all, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,10 @@ class _EncryptedWriter(SpoolWriter):
 
     def _write_out(self, buf: bytearray, n: int) -> None:
         assert self._fd is not None
+        offset = os.lseek(self._fd, 0, os.SEEK_CUR)  # one write in flight: writes are in order
         with memoryview(buf) as view:
             write_all(self._fd, view[:n])
+        start_writeback(self._fd, offset, n)
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -37,3 +41,38 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of dirty pages, do not wait
+
+
+def _sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux's sync_file_range(2) (Python has no binding), or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+
+    def call(fd: int, offset: int, nbytes: int) -> None:
+        fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)  # advice only: errors are ignored
+
+    return call
+
+
+_START_WRITEBACK = _sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Ask the kernel to start writing these bytes out now, without waiting for them.
+
+    A large file then reaches the disk while it is being written, and the fsync that
+    makes it durable finds little left to do (bench/intake.py: a 200 MiB job). It changes
+    nothing about durability: only fsync promises that. A no-op where not supported.
+    """
+    if _START_WRITEBACK is not None:
+        _START_WRITEBACK(fd, offset, nbytes)
