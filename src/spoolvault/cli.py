@@ -234,7 +234,9 @@ def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
 
     with Runtime.open(data_dir, database, create=True) as rt, rt.store.server_lock():
         for spool, report in zip(
-            (rt.store.encrypted, rt.store.plain), rt.store.recover(), strict=True
+            (rt.store.encrypted, rt.store.plain),
+            rt.store.recover(known=lambda encrypted: rt.db.spool_names(encrypted)),
+            strict=True,
         ):
             if any(vars(report).values()):
                 log.info("recovered %s: %s", spool.directory, report)

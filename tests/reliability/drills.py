@@ -50,7 +50,7 @@ def document(rng: random.Random, size: int) -> bytes:
     token = rng.randbytes(6).hex().encode()
     line = MARKER + b"-" + token + b" confidential line of a held print job\n"
     body = line * max(1, size // len(line))
-    return b"%!PS-Adobe-3.0\n" + body + b"%%EOF\n"
+    return b"held job\n" + body
 
 
 def pjl_wrapped(owner: str, name: str, body: bytes) -> bytes:
@@ -116,7 +116,7 @@ def ipp_print(srv: Server, title: str, body: bytes, timeout: float = 30.0) -> in
     """Print-Job; the job id when the server acknowledged the job, else None."""
     msg = ipp_message(srv, Operation.PRINT_JOB)
     msg.operation.add("job-name", ValueTag.NAME, title)
-    msg.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, "application/octet-stream")
+    msg.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, "text/plain")
     return job_id_of(ipp_call(http_addr(srv), msg, body, timeout)[1])
 
 
@@ -151,10 +151,13 @@ def raw_print(addr: tuple[str, int], stream: bytes, timeout: float = 30.0) -> bo
 
 def server_address(srv: Server, name: str) -> tuple[str, int]:
     """The address a listener printed at start-up ("raw intake on 127.0.0.1:PORT")."""
-    for line in srv.first_lines:
-        if line.startswith(f"{name} intake on "):
-            host, _, port = line.split(" on ", 1)[1].strip().rpartition(":")
-            return host, int(port)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # printed just after "listening on"
+        for line in list(srv.first_lines):
+            if line.startswith(f"{name} intake on "):
+                host, _, port = line.split(" on ", 1)[1].strip().rpartition(":")
+                return host, int(port)
+        time.sleep(0.02)
     raise AssertionError(f"no {name} listener in {srv.first_lines}")
 
 

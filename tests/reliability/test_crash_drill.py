@@ -29,20 +29,26 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
         kinds = {a.kind for a in acked}
         assert kinds == {"ipp", "create-send", "raw"}, (seed, kinds, rounds)
         assert sum(r.failures for r in rounds) > 0  # some requests were cut by the kills
-        release_a_sample(srv, tmp_path, acked[-3:])
+        release_a_sample(srv, tmp_path, [a for a in acked if a.kind == "ipp"][-3:])
     finally:
         srv.stop()
 
 
 def release_a_sample(srv: Server, tmp_path: Path, sample: list[drills.Ack]) -> None:
-    """Acknowledged jobs that lived through the crashes print byte-identical."""
+    """Acknowledged jobs that lived through the crashes print byte-identical.
+
+    (Print-Job jobs, sent as text/plain: ippeveprinter refuses the PJL of raw jobs; those
+    were read back byte-identical from the store by the consistency check.)
+    """
     printer = ippeve.start_printer(tmp_path / "printer")
     admin = ("admin", drills.ADMIN_PASSWORD)
     try:
         with httpx.Client(base_url=srv.url + "/api/v1", timeout=60) as c:
             r = c.post("/printers", json={"name": "eve", "uri": printer.uri}, auth=admin)
             assert r.status_code == 201, r.text
-            r = c.post("/users", json={"username": drills.OWNER, "password": "pw-12345"}, auth=admin)
+            r = c.post(
+                "/users", json={"username": drills.OWNER, "password": "pw-12345"}, auth=admin
+            )
             assert r.status_code == 201, r.text
             r = c.post("/release/session", json={"username": drills.OWNER, "password": "pw-12345"})
             token = {"Authorization": f"Bearer {r.json()['token']}"}

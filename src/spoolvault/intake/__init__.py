@@ -87,11 +87,30 @@ async def close_connection(writer: asyncio.StreamWriter, *, graceful: bool) -> N
     waits for it), so every failure resets the connection instead.
     """
     if graceful:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # Undo arm_reset(): only this deliberate close ends with a FIN.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
         writer.close()
     else:
         reset_connection(writer)
     with contextlib.suppress(OSError):
         await writer.wait_closed()
+
+
+def arm_reset(writer: asyncio.StreamWriter) -> None:
+    """Make any close but close_connection(graceful=True) a reset, even the kernel's own.
+
+    When the process dies (SIGKILL, OOM, power), the kernel closes its sockets, and a plain
+    close sends a FIN: to a raw 9100 client that reads as "job accepted" (found by the crash
+    drill, tests/reliability). With SO_LINGER 0 the kernel resets them instead, so a client
+    is never told a job was kept that was not made durable.
+    """
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def reset_connection(writer: asyncio.StreamWriter) -> None:
@@ -144,6 +163,7 @@ class IntakeServer(asyncio.AbstractServer):
         """Start serving ``session`` (one call per connection) on the bound, listening ``sock``."""
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            arm_reset(writer)
             if len(self._sessions) >= self.max_connections:
                 log.warning(
                     "%s intake: %d connections already open; refusing one from %s",
