@@ -23,9 +23,10 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 import unicodedata
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import SupportsIndex, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -144,27 +145,67 @@ async def finish_durably(task: asyncio.Future[T], consumed: Callable[[], bool]) 
         raise
 
 
+class _ActiveReader(asyncio.StreamReader):
+    """A StreamReader that remembers when its client last sent a byte."""
+
+    last_active = 0.0
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.last_active = time.monotonic()
+        super().feed_data(data)
+
+
 class IntakeServer(asyncio.AbstractServer):
     """An asyncio server with a connection cap, whose ``close()`` also ends its connections.
 
-    Beyond ``max_connections`` a new connection is reset at once (not closed gracefully: to
-    a raw client a graceful close would mean "job accepted"). ``close()`` stops listening and
-    cancels the sessions; a session whose document is complete finishes committing it first
-    (``finish_durably``), every other one is aborted and leaves nothing behind.
+    At ``max_connections``, a new connection takes the place of the one whose client has
+    been silent longest, if that one has been silent for ``evict_idle_after`` seconds: its
+    session is cancelled as at shutdown (a complete document is still committed, anything
+    else is discarded). Without such a connection the new one is reset at once (not closed
+    gracefully: to a raw client a graceful close would mean "job accepted"). So hundreds of
+    idle or trickling connections (slowloris) cannot lock out a client that sends. ``close()``
+    stops listening and cancels the sessions; a session whose document is complete finishes
+    committing it first (``finish_durably``), every other one is aborted and leaves nothing
+    behind.
     """
 
-    def __init__(self, name: str, max_connections: int) -> None:
+    def __init__(self, name: str, max_connections: int, evict_idle_after: float = 2.0) -> None:
         self.name = name
         self.max_connections = max_connections
+        self.evict_idle_after = evict_idle_after
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[object]] = set()
+        self._sessions: dict[asyncio.Task[object], _ActiveReader] = {}
+        self._evicting: set[asyncio.Task[object]] = set()  # cancelled, still finishing
+        self.evicted = 0
+
+    def _evict_one(self) -> bool:
+        """Cancel the session silent longest, if silent long enough; True if one was."""
+        if not self._sessions:
+            return False
+        task, reader = min(self._sessions.items(), key=lambda item: item[1].last_active)
+        idle = time.monotonic() - reader.last_active
+        if idle < self.evict_idle_after or task.cancelling():
+            return False
+        log.warning(
+            "%s intake: %d connections open; dropping one silent for %.1f s to make room",
+            self.name,
+            len(self._sessions),
+            idle,
+        )
+        task.cancel()
+        del self._sessions[task]  # no longer counted: it is going
+        self._evicting.add(task)
+        task.add_done_callback(self._evicting.discard)
+        self.evicted += 1
+        return True
 
     async def start(self, session: Session, sock: socket.socket, *, limit: int) -> IntakeServer:
         """Start serving ``session`` (one call per connection) on the bound, listening ``sock``."""
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             arm_reset(writer)
-            if len(self._sessions) >= self.max_connections:
+            assert isinstance(reader, _ActiveReader)
+            if len(self._sessions) >= self.max_connections and not self._evict_one():
                 log.warning(
                     "%s intake: %d connections already open; refusing one from %s",
                     self.name,
@@ -174,8 +215,8 @@ class IntakeServer(asyncio.AbstractServer):
                 reset_connection(writer)
                 return
             task: asyncio.Task[object] = asyncio.ensure_future(session(reader, writer))
-            self._sessions.add(task)
-            task.add_done_callback(self._sessions.discard)
+            self._sessions[task] = reader
+            task.add_done_callback(lambda t: self._sessions.pop(t, None))
             # The session runs in its own task, which close() cancels and which re-raises
             # CancelledError. This wrapper, the task asyncio.start_server made, always ends
             # normally once the session has: Python 3.11's start_server calls
@@ -194,7 +235,15 @@ class IntakeServer(asyncio.AbstractServer):
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
 
-        self._server = await asyncio.start_server(on_connect, sock=sock, limit=limit)
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            # What asyncio.start_server does, with a reader that records activity.
+            reader = _ActiveReader(limit=limit, loop=loop)
+            reader.last_active = time.monotonic()
+            return asyncio.StreamReaderProtocol(reader, on_connect, loop=loop)
+
+        self._server = await loop.create_server(protocol, sock=sock)
         return self
 
     @property
@@ -215,13 +264,13 @@ class IntakeServer(asyncio.AbstractServer):
 
     def close(self) -> None:
         self.server.close()
-        for task in self._sessions:
+        for task in list(self._sessions):
             task.cancel()
 
     async def wait_closed(self) -> None:
         await self.server.wait_closed()
-        if self._sessions:
-            await asyncio.wait(set(self._sessions))
+        if self._sessions or self._evicting:
+            await asyncio.wait(set(self._sessions) | self._evicting)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self.server.get_loop()
