@@ -79,11 +79,11 @@ CONF_KEYS: tuple[ConfKey, ...] = (
         "Concurrent raw 9100 (and, separately, LPD) connections.",
     ),
     ConfKey(
-        "IntakeEvictIdleAfter",
+        "IntakeEvictAfter",
         "2",
         "When raw or LPD connections are at their cap, a new one takes the place of the "
-        "connection that has been silent longest, if it has been silent this many seconds; "
-        "otherwise the new one is reset.",
+        "slowest connection open this many seconds that is silent as long or trickles "
+        "(under 1 KiB/s on average); otherwise the new one is reset.",
     ),
     ConfKey(
         "MaxJobSize",
@@ -117,7 +117,7 @@ class Limits:
     http_max_connections: int = 1000
     intake_idle_timeout: float = 300.0
     intake_max_connections: int = 64
-    intake_evict_idle_after: float = 2.0
+    intake_evict_after: float = 2.0
     max_job_size: int = 4 << 30
 
 
@@ -128,7 +128,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit("HttpMaxConnections", "http_max_connections", int, 1),
     Limit("IntakeIdleTimeout", "intake_idle_timeout", float, 0.1),
     Limit("IntakeMaxConnections", "intake_max_connections", int, 1),
-    Limit("IntakeEvictIdleAfter", "intake_evict_idle_after", float, 0.0),
+    Limit("IntakeEvictAfter", "intake_evict_after", float, 0.0),
     Limit("MaxJobSize", "max_job_size", int, 0),
 )
 

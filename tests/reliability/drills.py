@@ -8,6 +8,7 @@ data directory, the spool directories and the server's TMPDIR are scanned for it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -450,3 +451,82 @@ def crash_rounds(
         if report is not None:
             report(result)
     return srv, acked, results
+
+
+# -- hostile clients -----------------------------------------------------------------------------
+
+
+def lpd_print(addr: tuple[str, int], owner: str, title: str, data: bytes, timeout: float) -> bool:
+    """One LPD "receive job" (RFC 1179), control file first; True if every step was acked."""
+    control = f"Hdrill\nP{owner}\nJ{title}\nldfA001drill\nNtitle\n".encode()
+    try:
+        with socket.create_connection(addr, timeout=timeout) as s:
+            steps = [
+                b"\x02secure\n",
+                f"\x02{len(control)} cfA001drill\n".encode(),
+                control + b"\x00",
+                f"\x03{len(data)} dfA001drill\n".encode(),
+                data + b"\x00",
+            ]
+            for step in steps:
+                s.sendall(step)
+                if s.recv(1) != b"\x00":
+                    return False
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Hostile:
+    """Connections that hold the server's ports without ever finishing a request."""
+
+    sockets: list[socket.socket] = field(default_factory=list)
+    trickle: list[socket.socket] = field(default_factory=list)  # send a byte now and then
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def open(self, addr: tuple[str, int], first: bytes = b"", *, trickle: bool = False) -> None:
+        s = socket.create_connection(addr, timeout=10)
+        if first:
+            s.sendall(first)
+        s.setblocking(False)
+        self.sockets.append(s)
+        if trickle:
+            self.trickle.append(s)
+
+    def start_trickling(self, every: float = 0.5, byte: bytes = b"X") -> None:
+        def run() -> None:
+            while not self.stop.wait(every):
+                for s in self.trickle:
+                    with contextlib.suppress(OSError):  # closed by the server: good
+                        s.send(byte)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def closed_by_server(self, group: list[socket.socket]) -> int:
+        """How many of ``group`` the server has closed (FIN or reset)."""
+        n = 0
+        for s in group:
+            try:
+                if s.recv(65536) == b"":
+                    n += 1
+            except BlockingIOError:
+                continue
+            except OSError:
+                n += 1
+        return n
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        for s in self.sockets:
+            s.close()
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    t0 = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - t0

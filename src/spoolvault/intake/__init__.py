@@ -146,51 +146,76 @@ async def finish_durably(task: asyncio.Future[T], consumed: Callable[[], bool]) 
 
 
 class _ActiveReader(asyncio.StreamReader):
-    """A StreamReader that remembers when its client last sent a byte."""
+    """A StreamReader that counts what its client sent, and remembers when."""
 
+    connected = 0.0
     last_active = 0.0
+    received = 0
 
     def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         self.last_active = time.monotonic()
+        self.received += len(data)  # type: ignore[arg-type]
         super().feed_data(data)
+
+    def rate(self, now: float) -> float:
+        """Average bytes per second since the connection opened."""
+        return self.received / max(now - self.connected, 1e-3)
+
+
+# At the cap, a connection this slow on average (bytes/s) may be dropped for a new one even
+# if it is not silent: a slowloris trickles a byte now and then, a real sender does not.
+EVICT_BELOW_RATE = 1024.0
 
 
 class IntakeServer(asyncio.AbstractServer):
     """An asyncio server with a connection cap, whose ``close()`` also ends its connections.
 
-    At ``max_connections``, a new connection takes the place of the one whose client has
-    been silent longest, if that one has been silent for ``evict_idle_after`` seconds: its
-    session is cancelled as at shutdown (a complete document is still committed, anything
-    else is discarded). Without such a connection the new one is reset at once (not closed
-    gracefully: to a raw client a graceful close would mean "job accepted"). So hundreds of
-    idle or trickling connections (slowloris) cannot lock out a client that sends. ``close()``
+    At ``max_connections``, a new connection takes the place of the slowest one (lowest
+    average bytes per second) among those open for ``evict_after`` seconds that are silent
+    for that long or trickle under EVICT_BELOW_RATE: its session is cancelled as at shutdown
+    (a complete document is still committed, anything else is discarded). Without such a
+    connection the new one is reset at once (not closed gracefully: to a raw client a
+    graceful close would mean "job accepted"). So hundreds of idle or trickling connections
+    (slowloris) cannot lock out a client that sends. ``close()``
     stops listening and cancels the sessions; a session whose document is complete finishes
     committing it first (``finish_durably``), every other one is aborted and leaves nothing
     behind.
     """
 
-    def __init__(self, name: str, max_connections: int, evict_idle_after: float = 2.0) -> None:
+    def __init__(self, name: str, max_connections: int, evict_after: float = 2.0) -> None:
         self.name = name
         self.max_connections = max_connections
-        self.evict_idle_after = evict_idle_after
+        self.evict_after = evict_after
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[object], _ActiveReader] = {}
         self._evicting: set[asyncio.Task[object]] = set()  # cancelled, still finishing
         self.evicted = 0
 
     def _evict_one(self) -> bool:
-        """Cancel the session silent longest, if silent long enough; True if one was."""
-        if not self._sessions:
+        """Cancel the worst connection to make room; True if there was one to cancel.
+
+        Candidates are connections open for at least ``evict_after`` seconds that have been
+        silent that long or average under EVICT_BELOW_RATE; the slowest goes.
+        """
+        now = time.monotonic()
+        candidates = [
+            (reader.rate(now), task, reader)
+            for task, reader in self._sessions.items()
+            if now - reader.connected >= self.evict_after
+            and (
+                now - reader.last_active >= self.evict_after or reader.rate(now) < EVICT_BELOW_RATE
+            )
+        ]
+        if not candidates:
             return False
-        task, reader = min(self._sessions.items(), key=lambda item: item[1].last_active)
-        idle = time.monotonic() - reader.last_active
-        if idle < self.evict_idle_after or task.cancelling():
-            return False
+        rate, task, reader = min(candidates, key=lambda c: c[0])
         log.warning(
-            "%s intake: %d connections open; dropping one silent for %.1f s to make room",
+            "%s intake: %d connections open; dropping one silent for %.1f s (%.0f bytes/s) "
+            "to make room",
             self.name,
             len(self._sessions),
-            idle,
+            now - reader.last_active,
+            rate,
         )
         task.cancel()
         del self._sessions[task]  # no longer counted: it is going
@@ -240,7 +265,7 @@ class IntakeServer(asyncio.AbstractServer):
         def protocol() -> asyncio.StreamReaderProtocol:
             # What asyncio.start_server does, with a reader that records activity.
             reader = _ActiveReader(limit=limit, loop=loop)
-            reader.last_active = time.monotonic()
+            reader.connected = reader.last_active = time.monotonic()
             return asyncio.StreamReaderProtocol(reader, on_connect, loop=loop)
 
         self._server = await loop.create_server(protocol, sock=sock)

@@ -115,9 +115,9 @@ class LpdLimits:
 
     idle_timeout: float = 300.0  # seconds without a byte before the connection is dropped
     max_connections: int = 64  # concurrent connections (see evict_idle_after)
-    # At the cap, a new connection replaces the one silent longest if it has been silent
-    # this long (seconds); otherwise the new one is reset at once.
-    evict_idle_after: float = 2.0
+    # At the cap, a new connection replaces the slowest one open this long (seconds) that
+    # is silent as long or trickles (IntakeServer); otherwise the new one is reset at once.
+    evict_after: float = 2.0
     max_line: int = 1024  # octets in a command, subcommand or control file line
     max_control_file: int = 64 * 1024  # octets in a control file
     max_data_files: int = 64  # data files received and not yet recorded, per connection
@@ -278,7 +278,7 @@ async def serve_lpd(
     """
     limits = limits or LpdLimits()
     accepted = frozenset({"secure", queue.lower()})
-    server = IntakeServer("LPD", limits.max_connections, limits.evict_idle_after)
+    server = IntakeServer("LPD", limits.max_connections, limits.evict_after)
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _Session(jobs, queue, accepted, limits, reader, writer).run()

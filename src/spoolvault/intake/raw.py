@@ -41,9 +41,9 @@ class RawLimits:
 
     idle_timeout: float = 300.0  # seconds without a byte before the job is discarded
     max_connections: int = 64  # concurrent connections (see evict_idle_after)
-    # At the cap, a new connection replaces the one silent longest if it has been silent
-    # this long (seconds); otherwise the new one is reset at once.
-    evict_idle_after: float = 2.0
+    # At the cap, a new connection replaces the slowest one open this long (seconds) that
+    # is silent as long or trickles (IntakeServer); otherwise the new one is reset at once.
+    evict_after: float = 2.0
     read_size: int = 64 * 1024  # bytes per socket read (and the most kept before spooling)
 
 
@@ -56,7 +56,7 @@ async def serve_raw(
 ) -> asyncio.AbstractServer:
     """Serve raw 9100 intake on the bound, listening ``sock``; jobs go to ``queue``."""
     limits = limits or RawLimits()
-    server = IntakeServer("raw", limits.max_connections, limits.evict_idle_after)
+    server = IntakeServer("raw", limits.max_connections, limits.evict_after)
     session = functools.partial(_session, jobs, queue, limits)
     return await server.start(session, sock, limit=limits.read_size)
 

@@ -164,7 +164,7 @@ def create_app(
                         limits=RawLimits(
                             idle_timeout=limits.intake_idle_timeout,
                             max_connections=limits.intake_max_connections,
-                            evict_idle_after=limits.intake_evict_idle_after,
+                            evict_after=limits.intake_evict_after,
                         ),
                     )
                 )
@@ -178,7 +178,7 @@ def create_app(
                         limits=LpdLimits(
                             idle_timeout=limits.intake_idle_timeout,
                             max_connections=limits.intake_max_connections,
-                            evict_idle_after=limits.intake_evict_idle_after,
+                            evict_after=limits.intake_evict_after,
                         ),
                     )
                 )
