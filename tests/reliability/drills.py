@@ -244,7 +244,24 @@ def start(data_dir: Path, tmp: Path, *extra: str) -> Server:
     """`spoolvault run` with raw intake on, its TMPDIR in ``tmp`` (scanned for plaintext)."""
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"SPOOLVAULT_ADMIN_PASSWORD": ADMIN_PASSWORD, "TMPDIR": str(tmp)}
-    return start_server(data_dir, "--raw", "127.0.0.1:0", *extra, env=env)
+    srv = start_server(data_dir, "--raw", "127.0.0.1:0", *extra, env=env)
+    # "listening on" comes before start-up recovery (interrupted releases) has run; the
+    # first answer comes after it.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection(*http_addr(srv), timeout=10)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return srv
+            conn.close()
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            srv.stop(signal.SIGKILL)
+            raise AssertionError("spoolvault did not answer /healthz")
+        time.sleep(0.05)
 
 
 def kill(srv: Server) -> None:

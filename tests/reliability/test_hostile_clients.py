@@ -57,9 +57,7 @@ def test_slowloris_on_every_port_does_not_starve_a_normal_client(srv: drills.Ser
         head = drills.ipp_message(srv, Operation.PRINT_JOB)
         body = (
             b"POST /printers/secure HTTP/1.1\r\nHost: x\r\nContent-Type: application/ipp\r\n"
-            b"Content-Length: 10000000\r\n\r\n"
-            + drills.encode(head)
-            + drills.MARKER * 100
+            b"Content-Length: 10000000\r\n\r\n" + drills.encode(head) + drills.MARKER * 100
         )
         for _ in range(30):  # a body that stops
             hostile.open(http, body)
@@ -122,12 +120,12 @@ def test_oversized_heads_attributes_and_bodies_get_clear_errors(srv: drills.Serv
     group = huge.add_group(drills.GroupTag.JOB)
     for i in range(40):
         group.add(f"x-attr-{i}", ValueTag.TEXT, "v" * 30000)
-    status, resp = drills.ipp_call(addr, huge, b"doc")
+    _, resp = drills.ipp_call(addr, huge, b"doc")
     assert resp is not None and resp.code == Status.CLIENT_ERROR_REQUEST_ENTITY_TOO_LARGE, resp
     # A document beyond MaxJobSize (1 MiB here): refused, nothing kept.
     before = len(drills.all_jobs(srv.data_dir))
     msg = drills.ipp_message(srv, Operation.PRINT_JOB)
-    status, resp = drills.ipp_call(addr, msg, drills.MARKER * (2 * 1048576 // len(drills.MARKER)))
+    _, resp = drills.ipp_call(addr, msg, drills.MARKER * (2 * 1048576 // len(drills.MARKER)))
     assert resp is not None and resp.code == Status.CLIENT_ERROR_REQUEST_ENTITY_TOO_LARGE, resp
     message = resp.operation.get("status-message")
     assert message is not None and "MaxJobSize" in str(message.value)

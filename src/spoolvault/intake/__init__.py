@@ -91,7 +91,7 @@ async def close_connection(writer: asyncio.StreamWriter, *, graceful: bool) -> N
         sock = writer.get_extra_info("socket")
         if sock is not None:
             # Undo arm_reset(): only this deliberate close ends with a FIN.
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):  # uvloop: no fd once reset
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
         writer.close()
     else:
@@ -110,7 +110,7 @@ def arm_reset(writer: asyncio.StreamWriter) -> None:
     """
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # uvloop: no fd once reset
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
@@ -118,7 +118,7 @@ def reset_connection(writer: asyncio.StreamWriter) -> None:
     """Drop a connection with an RST (SO_LINGER 0): the client sees an error, not an end."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # uvloop: no fd once reset
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
 
