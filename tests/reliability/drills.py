@@ -503,10 +503,16 @@ class Hostile:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
+    refused: int = 0  # connections the server reset at once (at its cap)
+
     def open(self, addr: tuple[str, int], first: bytes = b"", *, trickle: bool = False) -> None:
-        s = socket.create_connection(addr, timeout=10)
-        if first:
-            s.sendall(first)
+        try:
+            s = socket.create_connection(addr, timeout=10)
+            if first:
+                s.sendall(first)
+        except ConnectionError:
+            self.refused += 1
+            return
         s.setblocking(False)
         self.sockets.append(s)
         if trickle:
