@@ -155,10 +155,13 @@ def slowloris(work: Path, counts: dict[str, int], header_timeout: float) -> dict
             hostile.open(raw, b"\x1b%-12345X@PJL", trickle=i % 2 == 0)
         for i in range(counts["lpd"]):
             hostile.open(lpd, b"\x02sec", trickle=i % 2 == 0)
+        intake_hostile = hostile.sockets[len(http_hostile) :]
         hostile.start_trickling()
         opened_s = time.monotonic() - t0
         time.sleep(2.5)
+        intake_open_before = sum(not _dead(s) for s in intake_hostile)
         flooded = summary(normal(20))
+        intake_open_after = sum(not _dead(s) for s in intake_hostile)
         left = http_hostile
         while left and time.monotonic() - t0 < header_timeout + 30:
             left = [s for s in left if not _dead(s)]
@@ -173,7 +176,10 @@ def slowloris(work: Path, counts: dict[str, int], header_timeout: float) -> dict
     return {
         "hostile_connections": counts,
         "opened_in_s": round(opened_s, 2),
-        "reset_at_once_at_the_cap": hostile.refused,
+        # raw + LPD hostile connections still open before and after the 20 normal jobs on
+        # each (the rest were reset at the cap, or evicted to make room for normal ones).
+        "intake_hostile_open_before": intake_open_before,
+        "intake_hostile_open_after": intake_open_after,
         "normal_client_quiet": quiet,
         "normal_client_flooded": flooded,
         "http_header_timeout_s": header_timeout,

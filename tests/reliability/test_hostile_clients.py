@@ -140,3 +140,26 @@ def test_oversized_heads_attributes_and_bodies_get_clear_errors(srv: drills.Serv
     assert len(drills.all_jobs(srv.data_dir)) == before
     # And the server still serves.
     assert drills.ipp_print(srv, "after", b"small\n") is not None
+
+
+def test_a_full_house_of_tricklers_makes_room_for_a_sender(tmp_path: Path) -> None:
+    """Every raw slot held by a client that sends a byte every 0.5 s (never silent for the
+    2 s eviction delay): the slowest still makes room, by its rate (under 1 KiB/s)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "print-provider.conf").write_text("IntakeMaxConnections=8\n")
+    srv = drills.start(data_dir, tmp_path / "tmp")
+    hostile = drills.Hostile()
+    try:
+        raw = drills.server_address(srv, "raw")
+        for _ in range(8):
+            hostile.open(raw, b"\x1b%-12345X@PJL", trickle=True)
+        hostile.start_trickling(every=0.5, byte=b" ")
+        time.sleep(2.5)
+        body = drills.pjl_wrapped("bob", "sender", b"a real job\n" * 1000)
+        assert drills.raw_print(raw, body, timeout=BOUND) is True
+        assert [j.title for j in drills.all_jobs(srv.data_dir)] == ["sender"]
+        assert sum(_dead(s) for s in hostile.sockets) == 1  # exactly one made room
+    finally:
+        hostile.close()
+        srv.stop()
