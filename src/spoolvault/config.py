@@ -53,9 +53,10 @@ CONF_KEYS: tuple[ConfKey, ...] = (
     ),
     ConfKey(
         "HttpBodyTimeout",
-        "60",
+        "300",
         "Seconds an HTTP/IPP request body may go without a byte before the request is "
-        "dropped (and its unfinished job discarded).",
+        "dropped (and its unfinished job discarded). Generous: a client may stream a "
+        "document while its filters are still rendering it.",
     ),
     ConfKey(
         "HttpMaxHeaderBytes",
@@ -112,7 +113,7 @@ class Limits:
     """
 
     http_header_timeout: float = 30.0
-    http_body_timeout: float = 60.0
+    http_body_timeout: float = 300.0
     http_max_header_bytes: int = 64 * 1024
     http_max_connections: int = 1000
     intake_idle_timeout: float = 300.0
