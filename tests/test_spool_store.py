@@ -387,11 +387,12 @@ def test_a_crash_before_commit_leaves_no_job_and_no_plaintext(
     assert listing(spool.directory) == [tmp_name]
     leftover = (spool.directory / tmp_name).read_bytes()
     # 70,000 bytes written: 17 full chunks sealed, one held back in memory. The writer
-    # batches its writes, so some sealed chunks may not have reached the file, but what
-    # did is the header and whole sealed chunks only.
+    # batches its writes, so some sealed chunks may not have reached the file, and the one
+    # in flight may be cut anywhere: Linux ends a write() short at a page boundary when the
+    # process is exiting (generic_perform_write stops on a fatal signal; seen here as 32,768
+    # bytes under load). Whatever reached the file is ciphertext, never plaintext.
     sealed = len(leftover) - HDR
     assert 0 <= sealed <= 17 * (CS + fmt.TAG_LEN)
-    assert sealed % (CS + fmt.TAG_LEN) == 0
     assert leftover[:8] == fmt.MAGIC
     assert files_containing(spool.directory, MARKER) == []
     assert files_containing(spool.directory, MARKER[:8]) == []

@@ -234,7 +234,9 @@ def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
 
     with Runtime.open(data_dir, database, create=True) as rt, rt.store.server_lock():
         for spool, report in zip(
-            (rt.store.encrypted, rt.store.plain), rt.store.recover(), strict=True
+            (rt.store.encrypted, rt.store.plain),
+            rt.store.recover(known=lambda encrypted: rt.db.spool_names(encrypted)),
+            strict=True,
         ):
             if any(vars(report).values()):
                 log.info("recovered %s: %s", spool.directory, report)
@@ -255,6 +257,9 @@ def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
         if generated:
             # Printed once, on the first start only; only its argon2id hash is stored.
             out.print(f"admin password (shown once): {generated}", highlight=False)
+        from spoolvault.web.guard import GuardedHttpProtocol
+
+        limits = rt.data.limits
         server = _server_class()(
             _config_class()(
                 create_app(rt, sockets=sockets, dnssd=listen.dnssd, tls=listen.tls),
@@ -262,6 +267,10 @@ def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=10,
+                # Header, body and size limits uvicorn lacks (web/guard.py), and its own
+                # connection cap: no client can hold the one HTTP port hostage.
+                http=GuardedHttpProtocol.with_limits(limits),
+                limit_concurrency=limits.http_max_connections,
                 **tls_files,
             )
         )

@@ -45,8 +45,112 @@ CONF_KEYS: tuple[ConfKey, ...] = (
         "spool/plain",
         "Directory for plain spool files, used while Spool File Encryption is off.",
     ),
+    ConfKey(
+        "HttpHeaderTimeout",
+        "30",
+        "Seconds an HTTP/IPP client has to send a whole request line and headers, from "
+        "when it connects or starts a request; slower clients are disconnected.",
+    ),
+    ConfKey(
+        "HttpBodyTimeout",
+        "300",
+        "Seconds an HTTP/IPP request body may go without a byte before the request is "
+        "dropped (and its unfinished job discarded). Generous: a client may stream a "
+        "document while its filters are still rendering it.",
+    ),
+    ConfKey(
+        "HttpMaxHeaderBytes",
+        "65536",
+        "Most bytes of HTTP request line and headers; more gets HTTP 431.",
+    ),
+    ConfKey(
+        "HttpMaxConnections",
+        "1000",
+        "Concurrent HTTP connections; requests beyond get HTTP 503 (IPP clients retry).",
+    ),
+    ConfKey(
+        "IntakeIdleTimeout",
+        "300",
+        "Seconds a raw 9100 or LPD connection may stay silent before it is dropped and its "
+        "unfinished job discarded.",
+    ),
+    ConfKey(
+        "IntakeMaxConnections",
+        "64",
+        "Concurrent raw 9100 (and, separately, LPD) connections.",
+    ),
+    ConfKey(
+        "IntakeEvictAfter",
+        "2",
+        "When raw or LPD connections are at their cap, a new one takes the place of the "
+        "slowest connection open this many seconds that is silent as long or trickles "
+        "(under 1 KiB/s on average); otherwise the new one is reset.",
+    ),
+    ConfKey(
+        "MaxJobSize",
+        "4294967296",
+        "Largest document in bytes (0: no limit); a larger one is refused "
+        "(IPP client-error-request-entity-too-large, raw reset, LPD negative acknowledgement).",
+    ),
 )
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A connection or size limit (print-provider.conf): its key, attribute, kind, bounds."""
+
+    key: str
+    attr: str
+    kind: type[int] | type[float]
+    minimum: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection timeouts and caps, so no client can hold the server hostage.
+
+    docs/configuration.md and docs/reliability.md; the defaults are the keys' defaults.
+    """
+
+    http_header_timeout: float = 30.0
+    http_body_timeout: float = 300.0
+    http_max_header_bytes: int = 64 * 1024
+    http_max_connections: int = 1000
+    intake_idle_timeout: float = 300.0
+    intake_max_connections: int = 64
+    intake_evict_after: float = 2.0
+    max_job_size: int = 4 << 30
+
+
+LIMITS: tuple[Limit, ...] = (
+    Limit("HttpHeaderTimeout", "http_header_timeout", float, 0.1),
+    Limit("HttpBodyTimeout", "http_body_timeout", float, 0.1),
+    Limit("HttpMaxHeaderBytes", "http_max_header_bytes", int, 1024),
+    Limit("HttpMaxConnections", "http_max_connections", int, 1),
+    Limit("IntakeIdleTimeout", "intake_idle_timeout", float, 0.1),
+    Limit("IntakeMaxConnections", "intake_max_connections", int, 1),
+    Limit("IntakeEvictAfter", "intake_evict_after", float, 0.0),
+    Limit("MaxJobSize", "max_job_size", int, 0),
+)
+
 _KNOWN = {k.name: k for k in CONF_KEYS}
+
+
+def parse_limits(conf: ProviderConf) -> Limits:
+    """The limits print-provider.conf sets; ConfigError naming the key for a bad value."""
+    values: dict[str, int | float] = {}
+    for limit in LIMITS:
+        text = conf.raw(limit.key)
+        try:
+            value = limit.kind(text)
+        except ValueError:
+            raise ConfigError(
+                f"{limit.key}={text} is not a{'n integer' if limit.kind is int else ' number'}"
+            ) from None
+        if not limit.minimum <= value < float("inf"):  # also refuses nan
+            raise ConfigError(f"{limit.key}={text} must be at least {limit.minimum:g}")
+        values[limit.attr] = value
+    return Limits(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -166,6 +270,7 @@ class DataDir:
     encrypted_spool: Path
     plain_spool: Path
     conf: ProviderConf
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def key_file(self) -> Path:
@@ -210,4 +315,5 @@ class DataDir:
             encrypted_spool=ensure_dir("EncryptedSpoolDir", enc),
             plain_spool=ensure_dir("SpoolDir", plain),
             conf=conf,
+            limits=parse_limits(conf),
         )

@@ -23,9 +23,10 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 import unicodedata
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import SupportsIndex, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,11 @@ async def close_connection(writer: asyncio.StreamWriter, *, graceful: bool) -> N
     waits for it), so every failure resets the connection instead.
     """
     if graceful:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # Undo arm_reset(): only this deliberate close ends with a FIN.
+            with contextlib.suppress(OSError, ValueError):  # uvloop: no fd once reset
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
         writer.close()
     else:
         reset_connection(writer)
@@ -94,11 +100,25 @@ async def close_connection(writer: asyncio.StreamWriter, *, graceful: bool) -> N
         await writer.wait_closed()
 
 
+def arm_reset(writer: asyncio.StreamWriter) -> None:
+    """Make any close but close_connection(graceful=True) a reset, even the kernel's own.
+
+    When the process dies (SIGKILL, OOM, power), the kernel closes its sockets, and a plain
+    close sends a FIN: to a raw 9100 client that reads as "job accepted" (found by the crash
+    drill, tests/reliability). With SO_LINGER 0 the kernel resets them instead, so a client
+    is never told a job was kept that was not made durable.
+    """
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):  # uvloop: no fd once reset
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 def reset_connection(writer: asyncio.StreamWriter) -> None:
     """Drop a connection with an RST (SO_LINGER 0): the client sees an error, not an end."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # uvloop: no fd once reset
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
 
@@ -125,26 +145,92 @@ async def finish_durably(task: asyncio.Future[T], consumed: Callable[[], bool]) 
         raise
 
 
+class _ActiveReader(asyncio.StreamReader):
+    """A StreamReader that counts what its client sent, and remembers when."""
+
+    connected = 0.0
+    last_active = 0.0
+    received = 0
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.last_active = time.monotonic()
+        self.received += len(data)  # type: ignore[arg-type]
+        super().feed_data(data)
+
+    def rate(self, now: float) -> float:
+        """Average bytes per second since the connection opened."""
+        return self.received / max(now - self.connected, 1e-3)
+
+
+# At the cap, a connection this slow on average (bytes/s) may be dropped for a new one even
+# if it is not silent: a slowloris trickles a byte now and then, a real sender does not.
+EVICT_BELOW_RATE = 1024.0
+
+
 class IntakeServer(asyncio.AbstractServer):
     """An asyncio server with a connection cap, whose ``close()`` also ends its connections.
 
-    Beyond ``max_connections`` a new connection is reset at once (not closed gracefully: to
-    a raw client a graceful close would mean "job accepted"). ``close()`` stops listening and
-    cancels the sessions; a session whose document is complete finishes committing it first
-    (``finish_durably``), every other one is aborted and leaves nothing behind.
+    At ``max_connections``, a new connection takes the place of the slowest one (lowest
+    average bytes per second) among those open for ``evict_after`` seconds that are silent
+    for that long or trickle under EVICT_BELOW_RATE: its session is cancelled as at shutdown
+    (a complete document is still committed, anything else is discarded). Without such a
+    connection the new one is reset at once (not closed gracefully: to a raw client a
+    graceful close would mean "job accepted"). So hundreds of idle or trickling connections
+    (slowloris) cannot lock out a client that sends. ``close()``
+    stops listening and cancels the sessions; a session whose document is complete finishes
+    committing it first (``finish_durably``), every other one is aborted and leaves nothing
+    behind.
     """
 
-    def __init__(self, name: str, max_connections: int) -> None:
+    def __init__(self, name: str, max_connections: int, evict_after: float = 2.0) -> None:
         self.name = name
         self.max_connections = max_connections
+        self.evict_after = evict_after
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[object]] = set()
+        self._sessions: dict[asyncio.Task[object], _ActiveReader] = {}
+        self._evicting: set[asyncio.Task[object]] = set()  # cancelled, still finishing
+        self.evicted = 0
+
+    def _evict_one(self) -> bool:
+        """Cancel the worst connection to make room; True if there was one to cancel.
+
+        Candidates are connections open for at least ``evict_after`` seconds that have been
+        silent that long or average under EVICT_BELOW_RATE; the slowest goes.
+        """
+        now = time.monotonic()
+        candidates = [
+            (reader.rate(now), task, reader)
+            for task, reader in self._sessions.items()
+            if now - reader.connected >= self.evict_after
+            and (
+                now - reader.last_active >= self.evict_after or reader.rate(now) < EVICT_BELOW_RATE
+            )
+        ]
+        if not candidates:
+            return False
+        rate, task, reader = min(candidates, key=lambda c: c[0])
+        log.warning(
+            "%s intake: %d connections open; dropping one silent for %.1f s (%.0f bytes/s) "
+            "to make room",
+            self.name,
+            len(self._sessions),
+            now - reader.last_active,
+            rate,
+        )
+        task.cancel()
+        del self._sessions[task]  # no longer counted: it is going
+        self._evicting.add(task)
+        task.add_done_callback(self._evicting.discard)
+        self.evicted += 1
+        return True
 
     async def start(self, session: Session, sock: socket.socket, *, limit: int) -> IntakeServer:
         """Start serving ``session`` (one call per connection) on the bound, listening ``sock``."""
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if len(self._sessions) >= self.max_connections:
+            arm_reset(writer)
+            assert isinstance(reader, _ActiveReader)
+            if len(self._sessions) >= self.max_connections and not self._evict_one():
                 log.warning(
                     "%s intake: %d connections already open; refusing one from %s",
                     self.name,
@@ -154,8 +240,8 @@ class IntakeServer(asyncio.AbstractServer):
                 reset_connection(writer)
                 return
             task: asyncio.Task[object] = asyncio.ensure_future(session(reader, writer))
-            self._sessions.add(task)
-            task.add_done_callback(self._sessions.discard)
+            self._sessions[task] = reader
+            task.add_done_callback(lambda t: self._sessions.pop(t, None))
             # The session runs in its own task, which close() cancels and which re-raises
             # CancelledError. This wrapper, the task asyncio.start_server made, always ends
             # normally once the session has: Python 3.11's start_server calls
@@ -174,7 +260,15 @@ class IntakeServer(asyncio.AbstractServer):
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
 
-        self._server = await asyncio.start_server(on_connect, sock=sock, limit=limit)
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            # What asyncio.start_server does, with a reader that records activity.
+            reader = _ActiveReader(limit=limit, loop=loop)
+            reader.connected = reader.last_active = time.monotonic()
+            return asyncio.StreamReaderProtocol(reader, on_connect, loop=loop)
+
+        self._server = await loop.create_server(protocol, sock=sock)
         return self
 
     @property
@@ -195,13 +289,13 @@ class IntakeServer(asyncio.AbstractServer):
 
     def close(self) -> None:
         self.server.close()
-        for task in self._sessions:
+        for task in list(self._sessions):
             task.cancel()
 
     async def wait_closed(self) -> None:
         await self.server.wait_closed()
-        if self._sessions:
-            await asyncio.wait(set(self._sessions))
+        if self._sessions or self._evicting:
+            await asyncio.wait(set(self._sessions) | self._evicting)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self.server.get_loop()

@@ -114,7 +114,10 @@ class LpdLimits:
     """Bounds of the LPD listener, so no client can hold it (or memory) hostage."""
 
     idle_timeout: float = 300.0  # seconds without a byte before the connection is dropped
-    max_connections: int = 64  # concurrent connections; more are reset at once
+    max_connections: int = 64  # concurrent connections (see evict_idle_after)
+    # At the cap, a new connection replaces the slowest one open this long (seconds) that
+    # is silent as long or trickles (IntakeServer); otherwise the new one is reset at once.
+    evict_after: float = 2.0
     max_line: int = 1024  # octets in a command, subcommand or control file line
     max_control_file: int = 64 * 1024  # octets in a control file
     max_data_files: int = 64  # data files received and not yet recorded, per connection
@@ -275,7 +278,7 @@ async def serve_lpd(
     """
     limits = limits or LpdLimits()
     accepted = frozenset({"secure", queue.lower()})
-    server = IntakeServer("LPD", limits.max_connections)
+    server = IntakeServer("LPD", limits.max_connections, limits.evict_after)
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _Session(jobs, queue, accepted, limits, reader, writer).run()
@@ -331,7 +334,10 @@ class _Session:
             await self._serve()
             graceful = True
         except asyncio.CancelledError:
-            log.info("LPD connection from %s: server stopping", self.peer)
+            log.info(
+                "LPD connection from %s ended by the server (stopping, or making room)",
+                self.peer,
+            )
             raise
         except LpdError as exc:
             log.warning("LPD request from %s refused: %s", self.peer, exc)

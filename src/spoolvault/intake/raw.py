@@ -40,7 +40,10 @@ class RawLimits:
     """Bounds of the raw listener, so no client can hold it (or memory) hostage."""
 
     idle_timeout: float = 300.0  # seconds without a byte before the job is discarded
-    max_connections: int = 64  # concurrent connections; more are reset at once
+    max_connections: int = 64  # concurrent connections (see evict_idle_after)
+    # At the cap, a new connection replaces the slowest one open this long (seconds) that
+    # is silent as long or trickles (IntakeServer); otherwise the new one is reset at once.
+    evict_after: float = 2.0
     read_size: int = 64 * 1024  # bytes per socket read (and the most kept before spooling)
 
 
@@ -53,7 +56,7 @@ async def serve_raw(
 ) -> asyncio.AbstractServer:
     """Serve raw 9100 intake on the bound, listening ``sock``; jobs go to ``queue``."""
     limits = limits or RawLimits()
-    server = IntakeServer("raw", limits.max_connections)
+    server = IntakeServer("raw", limits.max_connections, limits.evict_after)
     session = functools.partial(_session, jobs, queue, limits)
     return await server.start(session, sock, limit=limits.read_size)
 
@@ -75,7 +78,12 @@ async def _session(
         # A complete document is committed before the cancellation goes on (finish_durably):
         # then the client is told it was kept.
         kept = progress.kept()
-        log.info("raw job from %s: server stopping; job kept: %s", peer, kept)
+        log.info(
+            "raw job from %s: connection ended by the server (stopping, or making room for "
+            "another client); job kept: %s",
+            peer,
+            kept,
+        )
         raise
     except TimeoutError:
         log.warning(

@@ -49,6 +49,7 @@ from spoolvault.jobs.service import (
     JobNotFound,
     JobNotPossible,
     JobService,
+    JobTooLarge,
     Submission,
     hash_pin,
     in_thread,
@@ -262,6 +263,8 @@ class IppServer:
             resp = _response(ctx, Status.CLIENT_ERROR_NOT_FOUND, str(exc))
         except JobNotPossible as exc:
             resp = _response(ctx, Status.CLIENT_ERROR_NOT_POSSIBLE, str(exc))
+        except JobTooLarge as exc:
+            resp = _response(ctx, Status.CLIENT_ERROR_REQUEST_ENTITY_TOO_LARGE, str(exc))
         except SpoolWriteError as exc:
             log.error("spool write failed: %s", exc)
             resp = _response(ctx, Status.SERVER_ERROR_TEMPORARY_ERROR, str(exc))

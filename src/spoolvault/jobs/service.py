@@ -95,6 +95,10 @@ class JobNotPossible(ClientError):
     """The job is in a state where the operation makes no sense (e.g. already printed)."""
 
 
+class JobTooLarge(ClientError):
+    """The document is larger than the server's MaxJobSize."""
+
+
 class NotJobOwner(ClientError):
     """The user is neither the job's owner nor an administrator."""
 
@@ -149,8 +153,10 @@ class JobService:
         *,
         clock: Callable[[], datetime] = utcnow,
         audit: AuditLog | QueuedAudit | None = None,
+        max_job_size: int = 0,
     ) -> None:
         self.db = db
+        self.max_job_size = max_job_size  # bytes per document; 0: no limit (MaxJobSize)
         self.store = store
         self.clock = clock
         self._settings: tuple[dict[str, Any], float] = ({}, 0.0)
@@ -215,7 +221,14 @@ class JobService:
         try:
             batch: list[bytes] = []
             held = 0
+            size, limit = 0, self.max_job_size
             async for chunk in chunks:
+                size += len(chunk)
+                if limit and size > limit:
+                    raise JobTooLarge(
+                        f"the document is larger than this server's limit of {limit} bytes "
+                        f"(MaxJobSize)"
+                    )
                 pages.feed(chunk)
                 batch.append(chunk)
                 held += len(chunk)

@@ -398,7 +398,10 @@ def _linger(writer: asyncio.StreamWriter, *, reset: bool) -> None:
     (a FIN after the data), as a graceful close needs."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        # ValueError: under uvloop a transport the peer already reset hands out a pseudo
+        # socket without a descriptor (found by tests/reliability: a printer that died
+        # mid-document turned a retryable failure into an "interrupted" release).
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", reset, 0))
 
 
@@ -471,6 +474,22 @@ async def _drain(
     if watch is not None and watch in done:
         return False
     raise _Lost(f"the printer read nothing for {io_timeout:g} s")
+
+
+def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """writer.write, with a connection the printer already dropped reported as _Lost.
+
+    asyncio's own transport ignores such writes, uvloop's (the server's loop) raises
+    RuntimeError; found by tests/reliability/test_release_faults.py: a printer that died
+    mid-document made the release "interrupted, may have printed" instead of "not printed,
+    retry".
+    """
+    if writer.transport.is_closing():
+        raise _Lost("the printer closed the connection")
+    try:
+        writer.write(data)
+    except RuntimeError as exc:
+        raise _Lost(f"the printer closed the connection ({exc})") from None
 
 
 def _os_reason(exc: BaseException) -> str:
@@ -866,7 +885,7 @@ class _IppDelivery:
             frame.append(b"%x\r\n" % size)
             frame += pieces[:-1]
             frame.append(last[:-1])
-            writer.write(b"".join(frame))
+            _write(writer, b"".join(frame))
             self.sent += document
             held = bytes(last[-1:])
             head, pieces, size, document = b"", [], 0, 0
@@ -900,7 +919,7 @@ class _IppDelivery:
             raise _Lost("the connection closed before the end of the document")
         # The held byte, the end of its chunk, and the last chunk (RFC 9112 §7.1): from here
         # on the printer may have the whole request, and the outcome is uncertain.
-        writer.write(held + b"\r\n0\r\n\r\n")
+        _write(writer, held + b"\r\n0\r\n\r\n")
         return None
 
     def _early(self, answer: asyncio.Future[_Reply]) -> _Reply | None:
@@ -985,7 +1004,7 @@ async def _pump(
                 f"announced); not sent",
                 retryable=False,
             )
-        writer.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        _write(writer, pieces[0] if len(pieces) == 1 else b"".join(pieces))
         progress[0] += size
         pieces, size = [], 0
         await _drain(writer, io_timeout)
@@ -1161,19 +1180,19 @@ async def _deliver_lpd(
     try:
         try:
             queue = target.path.encode("utf-8")
-            writer.write(b"\x02" + queue + b"\n")
+            _write(writer, b"\x02" + queue + b"\n")
             await _lpd_ack(reader, io_timeout, f"a job for queue {target.path!r}")
-            writer.write(b"\x02%d %s\n" % (len(control), control_name.encode()))
+            _write(writer, b"\x02%d %s\n" % (len(control), control_name.encode()))
             await _lpd_ack(reader, io_timeout, "the control file")
-            writer.write(control + b"\0")
+            _write(writer, control + b"\0")
             await _lpd_ack(reader, io_timeout, "the control file's contents")
-            writer.write(b"\x03%d %s\n" % (size, data_name.encode()))
+            _write(writer, b"\x03%d %s\n" % (size, data_name.encode()))
             await _lpd_ack(reader, io_timeout, "the data file")
             async with _open(source) as stream:
                 await _pump(writer, stream, b"", io_timeout, progress, limit=size)
             if writer.transport.is_closing():
                 raise _Lost("the connection closed before the end of the data file")
-            writer.write(b"\0")  # RFC 1179 §6.3: the file is complete; from here on, uncertain
+            _write(writer, b"\0")  # RFC 1179 §6.3: the file is complete; from here on, uncertain
             data_complete = True
             await _lpd_ack(reader, io_timeout, "the data file's contents")
         except _Lost as exc:

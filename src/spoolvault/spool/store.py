@@ -20,7 +20,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,6 +331,7 @@ class Recovery:
     rewraps_completed: int = 0
     rewraps_discarded: int = 0
     shredded_removed: int = 0
+    orphans_removed: int = 0  # committed files no job names (SpoolStore.recover with known)
 
 
 @dataclass(frozen=True)
@@ -757,5 +758,30 @@ class SpoolStore:
         with self.encrypted.server_lock(), self.plain.server_lock():
             yield
 
-    def recover(self) -> tuple[Recovery, Recovery]:
-        return self.encrypted.recover(), self.plain.recover()
+    def recover(
+        self, known: Callable[[bool], Iterable[str]] | None = None
+    ) -> tuple[Recovery, Recovery]:
+        """Clean up both directories after a crash (server lock held, nothing serving yet).
+
+        With ``known`` (encrypted -> the spool names job records hold), committed files that
+        no job names are removed too (crypto-shredded when encrypted): a crash between a
+        file's commit and its job record, or between a job's "printed" and its shred, leaves
+        such a file, which no client was ever told about.
+        """
+        reports = []
+        for spool in (self.encrypted, self.plain):
+            report = spool.recover()
+            if known is not None:
+                names = set(known(spool.encrypted))
+                for orphan in spool.orphans(names, min_age=0.0):
+                    if orphan.kind == "spool":
+                        spool.remove_orphan(orphan)
+                        report.orphans_removed += 1
+                if report.orphans_removed:
+                    log.info(
+                        "%s: removed %d spool files no job names (interrupted intake or shred)",
+                        spool.directory,
+                        report.orphans_removed,
+                    )
+            reports.append(report)
+        return reports[0], reports[1]

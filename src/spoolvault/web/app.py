@@ -76,7 +76,8 @@ def create_app(
 ) -> Starlette:
     """Build the ASGI app over an opened runtime; its lifespan runs the other listeners."""
     audit = AuditLog.open(audit_path(rt.data.root), rt.db)
-    jobs = JobService(rt.db, rt.store, audit=audit)
+    limits = rt.data.limits
+    jobs = JobService(rt.db, rt.store, audit=audit, max_job_size=limits.max_job_size)
     jobs.archive = Archive(archive_dir(rt.data.root), rt.db)
     release = ReleaseService(jobs)
     card_key = open_card_key(rt.data.root, rt.db)
@@ -154,13 +155,33 @@ def create_app(
         advertiser = None
         try:
             if sockets is not None and sockets.raw is not None:
-                from spoolvault.intake.raw import serve_raw
+                from spoolvault.intake.raw import RawLimits, serve_raw
 
-                servers.append(await serve_raw(jobs, sockets.raw))
+                servers.append(
+                    await serve_raw(
+                        jobs,
+                        sockets.raw,
+                        limits=RawLimits(
+                            idle_timeout=limits.intake_idle_timeout,
+                            max_connections=limits.intake_max_connections,
+                            evict_after=limits.intake_evict_after,
+                        ),
+                    )
+                )
             if sockets is not None and sockets.lpd is not None:
-                from spoolvault.intake.lpd import serve_lpd
+                from spoolvault.intake.lpd import LpdLimits, serve_lpd
 
-                servers.append(await serve_lpd(jobs, sockets.lpd))
+                servers.append(
+                    await serve_lpd(
+                        jobs,
+                        sockets.lpd,
+                        limits=LpdLimits(
+                            idle_timeout=limits.intake_idle_timeout,
+                            max_connections=limits.intake_max_connections,
+                            evict_after=limits.intake_evict_after,
+                        ),
+                    )
+                )
             if dnssd and sockets is not None:
                 from spoolvault.discovery.dnssd import Advertiser
 
