@@ -50,6 +50,8 @@ def test_defaults() -> None:
         "expiry_reminder_minutes": 30,
         "public_url": "",
         "ipp_authentication_required": False,
+        "release_station_idle_seconds": 60,
+        "release_station_card_pin": False,
     }
 
 

@@ -98,6 +98,8 @@ SMTP_PORT = "smtp_port"
 SMTP_FROM = "smtp_from"
 EXPIRY_REMINDER_MINUTES = "expiry_reminder_minutes"
 PUBLIC_URL = "public_url"
+RELEASE_STATION_IDLE_SECONDS = "release_station_idle_seconds"
+RELEASE_STATION_CARD_PIN = "release_station_card_pin"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -215,6 +217,25 @@ SETTINGS: tuple[Setting, ...] = (
         "requesting-user-name the client sends; release still needs the owner's "
         "credentials at the printer.",
         label="Require authentication to print (IPP)",
+    ),
+    Setting(
+        RELEASE_STATION_IDLE_SECONDS,
+        int,
+        60,
+        "Seconds without a touch or key press after which a web release station logs its "
+        "user out (5 to 3600). The server ends the session after as long without a "
+        "request, whatever the browser does.",
+        min=5,
+        max=3600,
+        label="Release station idle logout (seconds)",
+    ),
+    Setting(
+        RELEASE_STATION_CARD_PIN,
+        bool,
+        False,
+        "Web release stations ask for the user's PIN together with the card number (card "
+        "+ PIN). Off, a card alone logs in users who have no PIN.",
+        label="Ask for the PIN with the card at release stations",
     ),
 )
 

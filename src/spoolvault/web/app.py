@@ -1,4 +1,4 @@
-"""The one ASGI application behind ``--http``: IPP, health; web pages and REST later."""
+"""The one ASGI application behind ``--http``: IPP, health, the release station pages, REST."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from spoolvault.jobs.reminders import Reminders
 from spoolvault.jobs.service import JobService, housekeeping, in_thread
 from spoolvault.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from spoolvault.netaddr import HostPort
+from spoolvault.release.web import create_station
 from spoolvault.runtime import Runtime
 from spoolvault.web.hold import hold_routes
 
@@ -85,6 +86,7 @@ def create_app(
     reminders = Reminders(jobs, card_key)
     ipp = IppServer(rt, jobs, release=release)
     api = create_api(jobs, release, identity)
+    station = create_station(jobs, release, identity=identity, tls=tls)
 
     async def metrics(request: Request) -> Response:
         body = await run_in_threadpool(jobs.metrics.exposition)
@@ -218,6 +220,7 @@ def create_app(
             Route("/printers/{queue}", queue_page, methods=["GET"]),
             Route("/jobs", ipp_post, methods=["POST"]),
             Route("/jobs/{job_id}", ipp_post, methods=["POST"]),
+            *station.routes(),
             Mount("/api/v1", app=api),
         ],
         lifespan=lifespan,

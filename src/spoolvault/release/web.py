@@ -1,0 +1,819 @@
+"""The Standard Release Station: web pages at ``/release`` and ``/release/<printer>``.
+
+A kiosk beside a printer (``/release/<printer>``) or a phone anywhere (``/release``, which
+lets the user choose the printer). Server-rendered with Jinja2; one small script does the
+idle logout and nothing else, so the pages work without it (docs/release-station.md).
+
+Security, in the order a request meets it:
+
+- **Sessions are server-side**: the cookie holds only a random token (``HttpOnly``,
+  ``SameSite=Strict``, ``Secure`` over TLS, path ``/release``). A session ends after
+  ``release_station_idle_seconds`` without a request, and after SESSION_MAX_SECONDS
+  whatever happens; logging in always starts a new one (no fixation).
+- **CSRF**: every POST form carries a token. Logged in, it is the session's own random
+  token; on the login form it is an HMAC of a per-browser nonce cookie with a per-process
+  secret, so a login cannot be forced from another site either. A missing or wrong token
+  is a 403 page that says what to do.
+- **No user enumeration**: one message for an unknown user or card and a wrong password
+  or PIN. Lockout after repeated failures comes from the identity service (429).
+- **Audit**: logins (ok and refused) by the identity service; every release attempt by
+  ``ReleaseService``, including attempts on jobs the user may not see; cancels by
+  ``JobService``; manager-mode views as ``admin.view``.
+- Pages are ``Cache-Control: no-store`` (the back button after a logout on a kiosk must
+  not show the last user's jobs), framed by nobody, and scripts come only from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import jinja2
+from sqlalchemy import select
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from spoolvault.audit import Action, Outcome
+from spoolvault.db import Job, JobState, Printer, User
+from spoolvault.db.models import utcnow
+from spoolvault.errors import ClientError, SpoolvaultError
+from spoolvault.jobs.release import (
+    FIND_ME_QUEUES,
+    PrinterBlocked,
+    ReleaseFailed,
+    ReleaseService,
+)
+from spoolvault.jobs.service import JobNotFound, JobService, in_thread
+from spoolvault.printers.health import Health
+from spoolvault.printers.registry import find_printer, list_printers
+from spoolvault.settings import (
+    HOLD_TIMEOUT_MINUTES,
+    RELEASE_STATION_CARD_PIN,
+    RELEASE_STATION_IDLE_SECONDS,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "spoolvault_station"
+LOGIN_COOKIE = "spoolvault_station_login"
+COOKIE_PATH = "/release"
+SESSION_MAX_SECONDS = 30 * 60  # a station session ends after this, however busy
+MAX_SESSIONS = 10_000  # memory bound: the oldest sessions go first
+MAX_LISTED = 200  # jobs shown on one page (a manager may face thousands)
+LISTED_STATES = (JobState.HELD, JobState.FAILED)
+HEALTH_TIMEOUT = 4.0  # seconds a page waits for printers' state (checks time out at 3)
+_FIELD_LIMITS = {"username": 255, "password": 1024, "card": 128, "pin": 64}
+_HERE = Path(__file__).parent
+_STATIC = {"station.css": "text/css", "station.js": "text/javascript"}
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+# --------------------------------------------------------------------------- identity seam
+#
+# The pages use exactly the IdentityService interface of spoolvault.identity (issue 5,
+# part 1) through `station_identity` below. Until that service is on main, the fallback
+# logs in by password only (Database.verify_password) and says card login is not available.
+
+
+class AuthenticationFailed(ClientError):
+    """Credentials were refused. One message whatever was wrong: no user enumeration."""
+
+    MESSAGE = "authentication failed: unknown user or card, or wrong password or PIN"
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message)
+
+
+class LockedOut(ClientError):
+    """Too many failed logins for an account or at a station; try again in ``retry_after`` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins: try again in {retry_after} seconds")
+        self.retry_after = retry_after
+
+
+class CardLoginUnavailable(ClientError):
+    """This server cannot log in by card (or ID number) yet."""
+
+
+class Identity(Protocol):
+    """Who is at the station, and whose jobs they may release (IdentityService)."""
+
+    def login_password(self, username: str, password: str, *, station: str) -> str: ...
+
+    def login_card(self, card_number: str, pin: str | None, *, station: str) -> str: ...
+
+    def login_id_pin(self, id_number: str, pin: str, *, station: str) -> str: ...
+
+    def may_release(self, actor: str, owner: str) -> bool: ...
+
+    def releasable_owners(self, actor: str) -> list[str]: ...
+
+
+class PasswordOnlyIdentity:
+    """The seam's fallback: password logins against the users table, no cards, no delegation.
+
+    Logins are audited like the identity service does it (``auth.login``, never the secret,
+    never the name typed for an unknown user).
+    """
+
+    def __init__(self, jobs: JobService) -> None:
+        self.jobs = jobs
+
+    def __repr__(self) -> str:
+        return "PasswordOnlyIdentity()"
+
+    def login_password(self, username: str, password: str, *, station: str) -> str:
+        db = self.jobs.db
+        if db.verify_password(username, password):
+            self.jobs.record_event(username, Action.AUTH_LOGIN, detail=f"password at {station}")
+            return username
+        with db.session(write=False) as s:
+            known = s.scalar(select(User.id).where(User.username == username)) is not None
+        self.jobs.record_event(
+            username if known else "unknown",
+            Action.AUTH_LOGIN,
+            outcome=Outcome.REFUSED,
+            detail=f"password at {station}: refused",
+        )
+        raise AuthenticationFailed()
+
+    def login_card(self, card_number: str, pin: str | None, *, station: str) -> str:
+        raise CardLoginUnavailable(
+            "Card login is not available on this server yet: log in with your user name "
+            "and password."
+        )
+
+    def login_id_pin(self, id_number: str, pin: str, *, station: str) -> str:
+        raise CardLoginUnavailable(
+            "ID number login is not available on this server yet: log in with your user "
+            "name and password."
+        )
+
+    def may_release(self, actor: str, owner: str) -> bool:
+        return actor == owner
+
+    def releasable_owners(self, actor: str) -> list[str]:
+        return [actor]
+
+
+def station_identity(jobs: JobService) -> Identity:
+    """The identity service the station pages use (the one seam to swap)."""
+    return PasswordOnlyIdentity(jobs)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@dataclass
+class ResultRow:
+    """What happened to one job after a release or cancel, for the next page."""
+
+    job_id: int
+    title: str
+    ok: bool
+    text: str
+
+
+@dataclass
+class Flash:
+    """Shown once, on the page after a POST (post/redirect/get)."""
+
+    notice: str = ""
+    results: list[ResultRow] = field(default_factory=list)
+    blocked: str | None = None  # a printer a release just found in error
+
+
+@dataclass(eq=False)
+class StationSession:
+    """One logged-in user at one browser."""
+
+    user: str
+    is_admin: bool
+    token: str = field(repr=False)
+    csrf: str = field(repr=False)
+    created: float
+    seen: float
+    flash: Flash | None = None
+
+
+class SessionStore:
+    """Server-side station sessions with idle and absolute expiry (event-loop thread only)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_age: float = SESSION_MAX_SECONDS,
+        max_sessions: int = MAX_SESSIONS,
+    ) -> None:
+        self.clock = clock
+        self.max_age = max_age
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, StationSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def open(self, user: str, *, is_admin: bool, idle: float) -> StationSession:
+        """A new session with fresh random tokens."""
+        now = self.clock()
+        for token in [t for t, s in self._sessions.items() if self._expired(s, now, idle)]:
+            del self._sessions[token]
+        while len(self._sessions) >= self.max_sessions:
+            del self._sessions[next(iter(self._sessions))]  # dicts keep insertion order
+        session = StationSession(
+            user=user,
+            is_admin=is_admin,
+            token=secrets.token_urlsafe(32),
+            csrf=secrets.token_urlsafe(32),
+            created=now,
+            seen=now,
+        )
+        self._sessions[session.token] = session
+        return session
+
+    def _expired(self, session: StationSession, now: float, idle: float) -> bool:
+        return now - session.seen > idle or now - session.created > self.max_age
+
+    def get(self, token: str | None, *, idle: float) -> StationSession | None:
+        """The live session of ``token`` (its idle clock restarts), or None once expired."""
+        session = self._sessions.get(token) if token else None
+        if session is None:
+            return None
+        now = self.clock()
+        if self._expired(session, now, idle):
+            del self._sessions[session.token]
+            return None
+        session.seen = now
+        return session
+
+    def close(self, session: StationSession) -> None:
+        self._sessions.pop(session.token, None)
+
+
+# --------------------------------------------------------------------------- presentation
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("KB", "MB", "GB"):
+        n_f = n / 1000
+        if n_f < 1000 or unit == "GB":
+            return f"{n_f:.1f} {unit}" if n_f < 10 else f"{n_f:.0f} {unit}"
+        n = int(n_f)
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _time_left(seconds: float) -> str:
+    if seconds < 60:
+        return "less than a minute"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} days"
+
+
+def _submitted(at: datetime, now: datetime) -> str:
+    local = at.astimezone()
+    if local.date() == now.astimezone().date():
+        return local.strftime("%H:%M")
+    return local.strftime("%d %b %H:%M").lstrip("0")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One held job as the page shows it."""
+
+    id: int
+    owner: str
+    title: str
+    pages: str
+    size: str
+    submitted: str
+    queue: str
+    state: str
+    reason: str
+    time_left: str
+    only_at: str | None  # the printer its queue ties it to, if not a Find-Me queue
+
+
+def _job_row(job: Job, *, now: datetime, hold_minutes: int) -> JobRow:
+    left = ""
+    if job.state is JobState.HELD:
+        expires = job.created_at + timedelta(minutes=hold_minutes)
+        left = _time_left(max(0.0, (expires - now).total_seconds()))
+    return JobRow(
+        id=job.id,
+        owner=job.owner,
+        title=job.title or f"job {job.id}",
+        pages="" if job.pages is None else f"{job.pages} page" + ("" if job.pages == 1 else "s"),
+        size=_size(job.size),
+        submitted=_submitted(job.created_at, now),
+        queue=job.queue,
+        state=job.state.value,
+        reason=job.state_reason or "",
+        time_left=left,
+        only_at=None if job.queue in FIND_ME_QUEUES else job.queue,
+    )
+
+
+@dataclass(frozen=True)
+class PrinterState:
+    """A printer and, when asked, its health, as the page shows them."""
+
+    name: str
+    group: str
+    in_error: bool | None  # None: not checked
+    message: str
+
+
+def _printer_state(printer: Printer, health: Health | None, failure: str = "") -> PrinterState:
+    if health is None:
+        return PrinterState(printer.name, printer.group, None, failure or "state not checked")
+    return PrinterState(printer.name, printer.group, health.in_error, health.message)
+
+
+# --------------------------------------------------------------------------- the station
+
+
+class Station:
+    """The release station pages over the job and release services."""
+
+    def __init__(
+        self,
+        jobs: JobService,
+        release: ReleaseService,
+        identity: Identity,
+        *,
+        tls: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.jobs = jobs
+        self.release = release
+        self.identity = identity
+        self.db = jobs.db
+        self.tls = tls
+        self.sessions = SessionStore(clock)
+        self._secret = secrets.token_bytes(32)  # login-form CSRF tokens, per process
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(_HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._static = {
+            name: ((_HERE / "static" / name).read_bytes(), media) for name, media in _STATIC.items()
+        }
+
+    def routes(self) -> list[BaseRoute]:
+        """The routes to add to the application (static files first)."""
+        return [
+            Route("/release/-/{name}", self.static, methods=["GET"]),
+            Route("/release", self.page, methods=["GET", "POST"]),
+            Route("/release/{printer}", self.page, methods=["GET", "POST"]),
+        ]
+
+    # -- responses ---------------------------------------------------------------------
+
+    def _render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        body = self.templates.get_template(template).render(**context)
+        return HTMLResponse(body, status_code=status, headers=_SECURITY_HEADERS)
+
+    def _error(self, status: int, title: str, message: str, back: str) -> HTMLResponse:
+        return self._render("error.html", status, title=title, message=message, back=back)
+
+    def _secure(self, request: Request) -> bool:
+        return self.tls or request.url.scheme == "https"
+
+    def _set_cookie(self, request: Request, response: Response, name: str, value: str) -> None:
+        response.set_cookie(
+            name,
+            value,
+            path=COOKIE_PATH,
+            secure=self._secure(request),
+            httponly=True,
+            samesite="strict",
+        )
+
+    def _redirect(self, url: str) -> RedirectResponse:
+        return RedirectResponse(url, status_code=303, headers=_SECURITY_HEADERS)
+
+    async def static(self, request: Request) -> Response:
+        found = self._static.get(request.path_params["name"])
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        body, media = found
+        return Response(body, media_type=media, headers={"Cache-Control": "max-age=3600"})
+
+    # -- the one page ------------------------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        """GET: the login page or the user's jobs; POST: log in, release, cancel, log out."""
+        name = request.path_params.get("printer")
+        printer: Printer | None = None
+        if name is not None:
+            printer = await in_thread(find_printer, self.db, name)
+            if printer is None:
+                return self._error(
+                    404,
+                    "No such printer",
+                    f"There is no printer named {name!r}. Choose a printer instead.",
+                    "/release",
+                )
+        settings = await in_thread(self.jobs.settings)
+        idle = int(settings[RELEASE_STATION_IDLE_SECONDS])
+        token = request.cookies.get(SESSION_COOKIE)
+        session = self.sessions.get(token, idle=idle)
+        here = "/release" + (f"/{quote(printer.name)}" if printer else "")
+        if request.method == "POST":
+            return await self._post(request, printer, session, here, settings)
+        if session is None:
+            notice = ""
+            logged_out = request.query_params.get("logged_out")
+            if token or logged_out == "idle":  # the browser had a session that ended
+                notice = f"You were logged out after {idle} seconds without activity."
+            elif logged_out:
+                notice = "You are logged out."
+            response = self._login_page(request, printer, settings, notice=notice)
+            if token:
+                response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+            return response
+        return await self._jobs_page(request, printer, session, settings, here)
+
+    # -- login ---------------------------------------------------------------------------
+
+    def _login_token(self, nonce: str) -> str:
+        return hmac.new(self._secret, nonce.encode(), hashlib.sha256).hexdigest()
+
+    def _login_page(
+        self,
+        request: Request,
+        printer: Printer | None,
+        settings: Mapping[str, Any],
+        *,
+        notice: str = "",
+        error: str = "",
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        fresh = not (16 <= len(nonce) <= 64 and nonce.isascii())
+        if fresh:
+            nonce = secrets.token_urlsafe(32)
+        response = self._render(
+            "login.html",
+            status,
+            printer=printer,
+            csrf=self._login_token(nonce),
+            notice=notice,
+            error=error,
+            card_pin=bool(settings[RELEASE_STATION_CARD_PIN]),
+            idle=int(settings[RELEASE_STATION_IDLE_SECONDS]),
+        )
+        if headers:
+            response.headers.update(headers)
+        if fresh:
+            self._set_cookie(request, response, LOGIN_COOKIE, nonce)
+        return response
+
+    def _station_name(self, request: Request, printer: Printer | None) -> str:
+        client = request.client.host if request.client else "unknown address"
+        where = printer.name if printer else "any printer"
+        return f"web release station {where} ({client})"
+
+    async def _login(
+        self, request: Request, form: FormData, printer: Printer | None, settings: Mapping[str, Any]
+    ) -> Response:
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not nonce or not hmac.compare_digest(
+            _field(form, "csrf").encode(), self._login_token(nonce).encode()
+        ):
+            return self._csrf_refused(printer)
+        method = _field(form, "method")
+        values = {k: _field(form, k) for k in _FIELD_LIMITS}
+        station = self._station_name(request, printer)
+        too_long = any(len(values[k]) > limit for k, limit in _FIELD_LIMITS.items())
+        try:
+            if too_long:
+                raise AuthenticationFailed()
+            if method == "card":
+                if not values["card"].strip():
+                    raise ClientError("Present your card or type its number.")
+                if settings[RELEASE_STATION_CARD_PIN] and not values["pin"]:
+                    raise ClientError("Enter your PIN as well as your card.")
+                pin = values["pin"] or None
+                user = await in_thread(
+                    lambda: self.identity.login_card(values["card"], pin, station=station)
+                )
+            elif method == "password":
+                user = await in_thread(
+                    lambda: self.identity.login_password(
+                        values["username"], values["password"], station=station
+                    )
+                )
+            else:
+                return self._error(400, "Unknown form", "That is not a login form.", "")
+        except AuthenticationFailed:
+            return self._login_page(
+                request,
+                printer,
+                settings,
+                error="Login failed: unknown user or card, or wrong password or PIN.",
+            )
+        except LockedOut as exc:
+            return self._login_page(
+                request,
+                printer,
+                settings,
+                error=f"Too many failed logins. Try again in {exc.retry_after} seconds.",
+                status=429,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        except ClientError as exc:  # card login not available, a missing field
+            return self._login_page(request, printer, settings, error=str(exc))
+        is_admin = await in_thread(self.db.is_admin, user)
+        idle = int(settings[RELEASE_STATION_IDLE_SECONDS])
+        session = self.sessions.open(user, is_admin=is_admin, idle=idle)
+        response = self._redirect(self._url(printer))
+        self._set_cookie(request, response, SESSION_COOKIE, session.token)
+        return response
+
+    def _csrf_refused(self, printer: Printer | None) -> HTMLResponse:
+        return self._error(
+            403,
+            "This form has expired",
+            "The form you sent did not come from this release station page, or it is too "
+            "old (missing or wrong security token). Nothing was done. Go back to the "
+            "station and try again.",
+            self._url(printer),
+        )
+
+    @staticmethod
+    def _url(printer: Printer | None, *, manager: bool = False) -> str:
+        url = "/release" + (f"/{quote(printer.name)}" if printer else "")
+        return url + ("?manager=1" if manager else "")
+
+    # -- actions -------------------------------------------------------------------------
+
+    async def _post(
+        self,
+        request: Request,
+        printer: Printer | None,
+        session: StationSession | None,
+        here: str,
+        settings: Mapping[str, Any],
+    ) -> Response:
+        async with request.form(max_files=0, max_fields=50, max_part_size=8192) as form:
+            # One form, many buttons: each button sends do=release:<id>, cancel:<id>, ...
+            action, _, job_text = _field(form, "do").partition(":")
+            job_id = int(job_text) if job_text.isdigit() and len(job_text) < 12 else None
+            if action == "login":
+                return await self._login(request, form, printer, settings)
+            if session is None:
+                # Ended (idle, logged out elsewhere) or never was: nothing is done, and the
+                # login page says why.
+                return self._redirect(here)
+            if not hmac.compare_digest(_field(form, "csrf").encode(), session.csrf.encode()):
+                return self._csrf_refused(printer)
+            manager = session.is_admin and _field(form, "manager") == "1"
+            target = _field(form, "printer") or (printer.name if printer else "")
+            if action == "logout":
+                self.sessions.close(session)
+                why = "idle" if _field(form, "idle") else "yes"
+                response = self._redirect(f"{here}?logged_out={why}")
+                response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+                return response
+            flash = Flash()
+            if action == "release" and job_id is not None:
+                await self._release(session, [job_id], target, flash, manager=manager)
+            elif action == "release-all":
+                held = await in_thread(lambda: self._visible(session, manager, (JobState.HELD,)))
+                ids = [j.id for j in held]
+                if not ids:
+                    flash.notice = "You have no held jobs to print."
+                await self._release(session, ids, target, flash, manager=manager)
+            elif action == "cancel" and job_id is not None:
+                await self._cancel(session, job_id, printer, flash, manager=manager)
+            session.flash = flash
+            return self._redirect(self._url(printer, manager=manager))
+
+    def _visible(
+        self, session: StationSession, manager: bool, states: Iterable[JobState] = LISTED_STATES
+    ) -> list[Job]:
+        """The jobs this user may see here (blocking): own and delegated, or all (manager)."""
+        states = tuple(states)
+        if manager:
+            return self.jobs.list(states=states, limit=MAX_LISTED, newest_first=True)
+        found: list[Job] = []
+        for owner in self.identity.releasable_owners(session.user):
+            found += self.jobs.list(owner=owner, states=states, limit=MAX_LISTED)
+        return sorted(found, key=lambda j: j.id)[:MAX_LISTED]
+
+    def _accessible(self, session: StationSession, job_id: int, manager: bool) -> Job | None:
+        try:
+            job = self.jobs.get(job_id)
+        except JobNotFound:
+            return None
+        if manager or self.identity.may_release(session.user, job.owner):
+            return job
+        return None
+
+    async def _release(
+        self,
+        session: StationSession,
+        ids: list[int],
+        target: str,
+        flash: Flash,
+        *,
+        manager: bool,
+    ) -> None:
+        if ids and not target:
+            flash.notice = "Choose a printer first."
+            return
+        blocked: str | None = None
+        for job_id in ids:
+            job = await in_thread(self._accessible, session, job_id, manager)
+            if job is None:
+                await in_thread(
+                    lambda job_id=job_id: self.jobs.record_event(
+                        session.user,
+                        Action.JOB_RELEASE_FAILED,
+                        job_id=job_id,
+                        printer=target,
+                        outcome=Outcome.REFUSED,
+                        detail=f"not {session.user}'s job, nor delegated to them (or no such "
+                        "job): web release station",
+                    )
+                )
+                flash.results.append(ResultRow(job_id, f"job {job_id}", False, "no such job"))
+                continue
+            title = job.title or f"job {job_id}"
+            if blocked is not None:
+                flash.results.append(
+                    ResultRow(job_id, title, False, f"not sent: {blocked} is in error")
+                )
+                continue
+            try:
+                done = await self.release.release(
+                    job_id, target, actor=session.user, is_admin=manager
+                )
+            except PrinterBlocked as exc:
+                blocked = flash.blocked = target
+                flash.results.append(
+                    ResultRow(job_id, title, False, f"not sent, still held: {exc.health.message}")
+                )
+            except ReleaseFailed as exc:
+                flash.results.append(ResultRow(job_id, title, False, f"failed: {exc.reason}"))
+            except SpoolvaultError as exc:  # refused: state, queue, no such printer
+                flash.results.append(ResultRow(job_id, title, False, f"not sent: {exc}"))
+            else:
+                said = done.delivered.printer_job_id
+                text = f"sent to {target}" + (f" (printer job {said})" if said else "")
+                flash.results.append(ResultRow(job_id, title, True, text))
+
+    async def _cancel(
+        self,
+        session: StationSession,
+        job_id: int,
+        printer: Printer | None,
+        flash: Flash,
+        *,
+        manager: bool,
+    ) -> None:
+        job = await in_thread(self._accessible, session, job_id, manager)
+        if job is None:
+            flash.results.append(ResultRow(job_id, f"job {job_id}", False, "no such job"))
+            return
+        title = job.title or f"job {job_id}"
+        where = f"web release station {printer.name if printer else 'any printer'}"
+        on_behalf = "" if job.owner == session.user else f" for {job.owner}"
+        reason = f"cancelled by {session.user}{on_behalf} at {where}"
+        try:
+            await in_thread(lambda: self.jobs.cancel(job_id, reason=reason, actor=session.user))
+        except ClientError as exc:
+            flash.results.append(ResultRow(job_id, title, False, f"not cancelled: {exc}"))
+        else:
+            flash.results.append(ResultRow(job_id, title, True, "cancelled and deleted"))
+
+    # -- the jobs page -------------------------------------------------------------------
+
+    async def _health(self, printers: list[Printer]) -> list[PrinterState]:
+        async def one(p: Printer) -> PrinterState:
+            try:
+                async with asyncio.timeout(HEALTH_TIMEOUT):
+                    return _printer_state(p, await self.release.printer_health(p))
+            except TimeoutError:
+                return _printer_state(p, None, "no answer in time")
+            except (ValueError, OSError) as exc:
+                return _printer_state(p, None, f"cannot be checked: {exc}")
+
+        return list(await asyncio.gather(*(one(p) for p in printers)))
+
+    async def _jobs_page(
+        self,
+        request: Request,
+        printer: Printer | None,
+        session: StationSession,
+        settings: Mapping[str, Any],
+        here: str,
+    ) -> Response:
+        flash, session.flash = session.flash, None
+        manager = session.is_admin and request.query_params.get("manager") == "1"
+        found = await in_thread(lambda: self._visible(session, manager))
+        if manager:
+            await in_thread(
+                lambda: self.jobs.record_event(
+                    session.user,
+                    Action.ADMIN_VIEW,
+                    detail=f"web release station manager mode: {len(found)} jobs",
+                )
+            )
+        now = utcnow()
+        hold = int(settings[HOLD_TIMEOUT_MINUTES])
+        rows = [_job_row(j, now=now, hold_minutes=hold) for j in found]
+        printers = await in_thread(list_printers, self.db)
+        # Is the printer the jobs would go to in error, and does it block?
+        suspect = flash.blocked if flash and flash.blocked else None
+        if suspect is None and printer is not None and printer.block_release_on_error:
+            suspect = printer.name
+        blocked: PrinterState | None = None
+        alternatives: list[PrinterState] = []
+        by_name = {p.name: p for p in printers}
+        if suspect is not None and suspect in by_name:
+            [state] = await self._health([by_name[suspect]])
+            if state.in_error:
+                blocked = state
+                group = by_name[suspect].group
+                others = [p for p in printers if p.group == group and p.name != suspect]
+                alternatives = sorted(
+                    await self._health(others), key=lambda s: (s.in_error is not False, s.name)
+                )
+        # Where a release goes: the station's printer, else a choice.
+        choices: list[str] = []
+        if blocked is not None:
+            choices = [a.name for a in alternatives]
+        elif printer is None:
+            choices = [p.name for p in printers]
+        target = printer.name if printer is not None and blocked is None else None
+        return self._render(
+            "jobs.html",
+            printer=printer,
+            user=session.user,
+            is_admin=session.is_admin,
+            manager=manager,
+            csrf=session.csrf,
+            jobs=rows,
+            owners=len({r.owner for r in rows}) > 1 or manager,
+            held=sum(1 for r in rows if r.state == JobState.HELD.value),
+            flash=flash,
+            blocked=blocked,
+            alternatives=alternatives,
+            choices=choices,
+            target=target,
+            here=here,
+            idle=int(settings[RELEASE_STATION_IDLE_SECONDS]),
+            truncated=len(found) >= MAX_LISTED,
+        )
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def create_station(
+    jobs: JobService,
+    release: ReleaseService,
+    *,
+    identity: Identity | None = None,
+    tls: bool = False,
+) -> Station:
+    """The release station over the app's services (web.app adds its routes)."""
+    return Station(jobs, release, identity or station_identity(jobs), tls=tls)
