@@ -407,7 +407,9 @@ class Station:
         return HTMLResponse(body, status_code=status, headers=_SECURITY_HEADERS)
 
     def _error(self, status: int, title: str, message: str, back: str) -> HTMLResponse:
-        return self._render("error.html", status, title=title, message=message, back=back)
+        return self._render(
+            "error.html", status, title=title, message=message, back=back, printer=None
+        )
 
     def _secure(self, request: Request) -> bool:
         return self.tls or request.url.scheme == "https"

@@ -1,0 +1,452 @@
+"""The web release station in a real browser: Debian's Chromium driven by Playwright, against
+a real `spoolvault run`, releasing to a real ippeveprinter (and a stopped cupsd queue).
+
+Set SPOOLVAULT_SCREENSHOTS=DIR to save the pages shown in docs/release-station.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import cupsd
+import ippeve
+from conftest import Server, start_server
+from spoolvault.ipp.codec import IppMessage, decode, encode
+from spoolvault.ipp.constants import Operation, Status, ValueTag
+from test_ipp_server import job_group, new_request
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+ADMIN = ("admin", "admin-pw-123")
+PASSWORD = "password-1"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = os.environ.get("SPOOLVAULT_SCREENSHOTS")
+
+pytestmark = [
+    pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
+]
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with playwright_sync.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
+    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve"))
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory, printer: ippeve.EvePrinter) -> Iterator[Server]:
+    """One server for the module; each test uses its own users, so jobs never mix."""
+    s = start_server(
+        tmp_path_factory.mktemp("station") / "data",
+        env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]},
+    )
+    try:
+        add_printer(s, "lobby", printer.uri, group="floor2")
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport=DESKTOP)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def api(srv: Server) -> httpx.Client:
+    return httpx.Client(base_url=srv.url + "/api/v1", timeout=60, auth=ADMIN)
+
+
+def add_printer(srv: Server, name: str, uri: str, **extra: object) -> None:
+    with api(srv) as c:
+        r = c.post("/printers", json={"name": name, "uri": uri, **extra})
+        assert r.status_code == 201, r.text
+
+
+def add_user(srv: Server, name: str) -> None:
+    with api(srv) as c:
+        r = c.post("/users", json={"username": name, "password": PASSWORD})
+        assert r.status_code == 201, r.text
+
+
+def submit(srv: Server, user: str, body: bytes, title: str) -> int:
+    req: IppMessage = new_request(Operation.PRINT_JOB, srv, user=user)
+    req.operation.add("job-name", ValueTag.NAME, title)
+    req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, "text/plain")
+    r = httpx.post(
+        srv.url + "/printers/secure",
+        content=encode(req) + body,
+        headers={"Content-Type": "application/ipp"},
+        verify=False,  # noqa: S501 (the --tls test server's own certificate)
+        timeout=30,
+    )
+    resp = decode(r.content)[0]
+    assert resp.code == Status.SUCCESSFUL_OK, resp
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None and isinstance(job_id.value, int)
+    return job_id.value
+
+
+def job_states(srv: Server) -> dict[int, str]:
+    with api(srv) as c:
+        return {j["id"]: j["state"] for j in c.get("/jobs").json()}
+
+
+def audit(srv: Server, **params: str) -> list[dict[str, object]]:
+    with api(srv) as c:
+        events: list[dict[str, object]] = c.get("/audit", params=params).json()
+        return events
+
+
+def wait_for_body(printer: ippeve.EvePrinter, body: bytes, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(f.read_bytes() == body for f in printer.files()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the document never arrived byte-identical: {printer.files()}")
+
+
+def login(page: Page, url: str, user: str, password: str = PASSWORD) -> None:
+    page.goto(url)
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#password-login button")
+
+
+def shot(page: Page, name: str) -> None:
+    """Save the page at desktop and phone sizes when SPOOLVAULT_SCREENSHOTS is set."""
+    if not SCREENSHOTS:
+        return
+    out = Path(SCREENSHOTS)
+    out.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size
+    for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(viewport)
+        page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
+    if size is not None:
+        page.set_viewport_size(size)
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def test_login_shows_only_your_own_jobs_and_refuses_without_telling_who_exists(
+    srv: Server, context: BrowserContext
+) -> None:
+    add_user(srv, "ada")
+    add_user(srv, "bert")
+    mine = submit(srv, "ada", b"ada's report\n", "Quarterly report.pdf")
+    theirs = submit(srv, "bert", b"bert's secret\n", "Bert private.pdf")
+    page = context.new_page()
+    page.goto(srv.url + "/release/lobby")
+    expect(page.locator("#card")).to_be_focused()  # a card reader types into it at once
+    shot(page, "login")
+
+    # Wrong password and unknown user: the same answer.
+    login(page, srv.url + "/release/lobby", "ada", "wrong-password")
+    wrong = page.locator("#error").inner_text()
+    login(page, srv.url + "/release/lobby", "nobody-here", "wrong-password")
+    assert page.locator("#error").inner_text() == wrong
+    assert "Login failed" in wrong and "ada" not in wrong
+    refused = audit(srv, action="auth.login")
+    assert [e["outcome"] for e in refused[:2]] == ["refused", "refused"]
+    assert {e["actor"] for e in refused[:2]} == {"ada", "unknown"}
+    assert not any("wrong-password" in str(e["detail"]) for e in refused)
+
+    login(page, srv.url + "/release/lobby", "ada")
+    expect(page.locator("#user")).to_have_text("ada")
+    job = page.locator(f"#job-{mine}")
+    expect(job).to_contain_text("Quarterly report.pdf")
+    expect(job).to_contain_text("13 bytes")
+    expect(job).to_contain_text("queue secure")
+    expect(job).to_contain_text("deleted in 3 h 59 min")  # hold_timeout_minutes: 240
+    assert page.locator(f"#job-{theirs}").count() == 0
+    assert "Bert private" not in page.content()
+    shot(page, "jobs")
+
+    cookies = {c["name"]: c for c in context.cookies()}
+    session = cookies["spoolvault_station"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert not session["secure"]  # plain HTTP here; see the TLS test
+    assert session["path"] == "/release"
+    # After logging out, the back button shows no jobs: the pages are never cached.
+    page.click("#logout button")
+    expect(page.locator("#notice")).to_have_text("You are logged out.")
+    page.go_back()
+    assert "Quarterly report.pdf" not in page.content()
+
+
+def test_release_one_arrives_byte_identical_then_cancel_and_release_all(
+    srv: Server, context: BrowserContext, printer: ippeve.EvePrinter
+) -> None:
+    add_user(srv, "cleo")
+    bodies = {
+        submit(srv, "cleo", body, f"cleo {n}.txt"): body
+        for n, body in enumerate(
+            [os.urandom(300_000), b"second\n" * 5000, b"third\n" * 7000, b"fourth\n" * 100]
+        )
+    }
+    first, second, third, fourth = bodies
+    page = context.new_page()
+    login(page, srv.url + "/release/lobby", "cleo")
+    page.click(f"#job-{first} button.print")
+    result = page.locator(f"#results li[data-job-id='{first}']")
+    expect(result).to_contain_text("sent to lobby")
+    expect(result).to_have_class("ok")
+    wait_for_body(printer, bodies[first])
+    expect(page.locator(f"#job-{first}")).to_have_count(0)
+
+    page.click(f"#job-{second} button.cancel")
+    expect(page.locator(f"#results li[data-job-id='{second}']")).to_contain_text("cancelled")
+    expect(page.locator(f"#job-{second}")).to_have_count(0)
+
+    expect(page.locator("#release-all")).to_have_text("Print all (2)")
+    page.click("#release-all")
+    for job_id in (third, fourth):
+        item = page.locator(f"#results li[data-job-id='{job_id}']")
+        expect(item).to_contain_text("sent to lobby")
+        wait_for_body(printer, bodies[job_id])
+    expect(page.locator("#no-jobs")).to_be_visible()
+    states = job_states(srv)
+    assert [states[j] for j in (first, second, third, fourth)] == [
+        "printed",
+        "cancelled",
+        "printed",
+        "printed",
+    ]
+    released = audit(srv, action="job.release", actor="cleo")
+    assert sorted(e["job_id"] for e in released) == sorted([first, third, fourth])  # type: ignore[type-var]
+
+
+def test_blocked_printer_names_the_error_and_offers_the_groups_other_printers(
+    srv: Server, context: BrowserContext, printer: ippeve.EvePrinter
+) -> None:
+    root = Path(tempfile.mkdtemp(prefix="spoolvault-cupsd-", dir="/var/tmp"))
+    root.chmod(0o755)
+    cups = cupsd.start_cupsd(root)
+    try:
+        cups.run("lpadmin", "-p", "stopped", "-E", "-v", "file:///dev/null", "-m", "raw")
+        cups.run("cupsdisable", "-r", "paper jam in tray 2", "stopped")
+        add_printer(
+            srv,
+            "jammed",
+            f"ipp://{cups.host}/printers/stopped",
+            block_release_on_error=True,
+            group="floor2",
+        )
+        gone = f"ipp://127.0.0.1:{cupsd.free_port()}/ipp/print"
+        add_printer(srv, "gone", gone, group="floor2")
+        add_printer(srv, "annex", printer.uri, group="annex")
+        add_user(srv, "dora")
+        body = b"dora needs this printed\n" * 100
+        job_id = submit(srv, "dora", body, "dora.txt")
+        page = context.new_page()
+        login(page, srv.url + "/release/jammed", "dora")
+        blocked = page.locator("#blocked")
+        expect(blocked).to_contain_text("jammed cannot print right now")
+        expect(blocked).to_contain_text("paper jam in tray 2")  # the printer's own words
+        expect(blocked).to_contain_text("group floor2")
+        lobby = page.locator("#alternatives li[data-printer='lobby']")
+        expect(lobby).to_have_class("good")
+        expect(lobby).to_contain_text("ready")
+        expect(page.locator("#alternatives li[data-printer='gone']")).to_contain_text("unreachable")
+        assert page.locator("#alternatives li[data-printer='annex']").count() == 0
+        shot(page, "blocked")
+        # The release goes to the chosen alternative, never to the blocked printer.
+        assert page.locator("#printer").input_value() == "lobby"
+        page.click(f"#job-{job_id} button.print")
+        expect(page.locator(f"#results li[data-job-id='{job_id}']")).to_contain_text(
+            "sent to lobby"
+        )
+        wait_for_body(printer, body)
+
+        # At /release (the user chooses), a release to the blocked printer is refused,
+        # the job stays held, and the same message and alternatives appear.
+        held = submit(srv, "dora", b"second try\n", "dora 2.txt")
+        page.goto(srv.url + "/release")
+        page.select_option("#printer", "jammed")
+        page.click(f"#job-{held} button.print")
+        item = page.locator(f"#results li[data-job-id='{held}']")
+        expect(item).to_have_class("fail")
+        expect(item).to_contain_text("still held")
+        expect(page.locator("#blocked")).to_contain_text("paper jam in tray 2")
+        assert job_states(srv)[held] == "held"
+        [refused] = audit(srv, action="job.release_failed", job_id=str(held))
+        assert refused["outcome"] == "refused" and refused["printer"] == "jammed"
+    finally:
+        cups.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_forms_without_the_right_csrf_token_are_refused(
+    srv: Server, context: BrowserContext
+) -> None:
+    add_user(srv, "emil")
+    job_id = submit(srv, "emil", b"keep me\n", "emil.txt")
+    page = context.new_page()
+    login(page, srv.url + "/release/lobby", "emil")
+    page.eval_on_selector("#jobs input[name=csrf]", "e => e.value = 'forged'")
+    page.click(f"#job-{job_id} button.print")
+    expect(page.locator("h1")).to_have_text("This form has expired")
+    assert "security token" in page.content()
+    page.goto(srv.url + "/release/lobby")
+    page.eval_on_selector("#jobs input[name=csrf]", "e => e.remove()")
+    page.click(f"#job-{job_id} button.cancel")
+    expect(page.locator("h1")).to_have_text("This form has expired")
+    assert job_states(srv)[job_id] == "held"
+
+    # Another site posting with the user's session cookie (as a lax cookie would allow),
+    # and a login posted without the login page's token.
+    [cookie] = [c for c in context.cookies() if c["name"] == "spoolvault_station"]
+    jar = {"spoolvault_station": cookie["value"]}
+    with httpx.Client(base_url=srv.url, timeout=30, cookies=jar) as c:
+        r = c.post("/release/lobby", data={"do": f"release:{job_id}", "printer": "lobby"})
+        assert r.status_code == 403 and "This form has expired" in r.text
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post(
+            "/release/lobby",
+            data={"do": "login", "method": "password", "username": "emil", "password": PASSWORD},
+        )
+        assert r.status_code == 403
+    assert job_states(srv)[job_id] == "held"
+
+
+def test_manager_mode_lists_and_releases_everyones_jobs(
+    srv: Server, context: BrowserContext, printer: ippeve.EvePrinter
+) -> None:
+    add_user(srv, "fay")
+    body = b"fay's held job\n" * 50
+    job_id = submit(srv, "fay", body, "fay.txt")
+    page = context.new_page()
+    # A user who is not an administrator gets their own jobs only, whatever the URL says.
+    login(page, srv.url + "/release/lobby", "fay")
+    page.goto(srv.url + "/release/lobby?manager=1")
+    expect(page.locator("#manager-on")).to_have_count(0)
+    expect(page.locator("h1")).to_contain_text("Your held jobs")
+    page.click("#logout button")
+
+    login(page, srv.url + "/release/lobby", *ADMIN)
+    expect(page.locator(f"#job-{job_id}")).to_have_count(0)  # not the admin's own
+    page.click("#manager-on")
+    expect(page.locator("h1")).to_contain_text("All held jobs")
+    item = page.locator(f"#job-{job_id}")
+    expect(item).to_contain_text("fay")
+    page.click(f"#job-{job_id} button.print")
+    expect(page.locator(f"#results li[data-job-id='{job_id}']")).to_contain_text("sent to lobby")
+    expect(page.locator("h1")).to_contain_text("All held jobs")  # still in manager mode
+    wait_for_body(printer, body)
+    [released] = audit(srv, action="job.release", job_id=str(job_id))
+    assert released["actor"] == "admin"
+    assert any("manager mode" in str(e["detail"]) for e in audit(srv, action="admin.view"))
+
+
+def test_card_login_is_not_available_yet_and_says_so(srv: Server, context: BrowserContext) -> None:
+    page = context.new_page()
+    page.goto(srv.url + "/release/lobby")
+    page.fill("#card", "04A1B2C3")
+    page.press("#card", "Enter")  # as a card reader does
+    expect(page.locator("#error")).to_contain_text("Card login is not available")
+
+
+def test_idle_logout_in_the_browser_and_on_the_server_over_tls(
+    tmp_path: Path, browser: Browser, printer: ippeve.EvePrinter
+) -> None:
+    """With idle logout at 5 s: the page logs itself out; without JavaScript the server
+    still refuses the session. Over TLS the session cookie is Secure."""
+    srv = start_server(tmp_path / "data", "--tls", env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]})
+    try:
+        assert srv.url.startswith("https://")
+        with tls_api(srv) as c:
+            r = c.patch("/servers/primary/settings", json={"release_station_idle_seconds": 5})
+            assert r.status_code == 200, r.text
+            assert c.post("/printers", json={"name": "lobby", "uri": printer.uri}).is_success
+            r = c.post("/users", json={"username": "gus", "password": PASSWORD})
+            assert r.status_code == 201
+        time.sleep(2.1)  # settings are re-read at most every 2 s
+        job_id = submit(srv, "gus", b"not after idle\n", "gus.txt")
+        scripted = browser.new_context(viewport=DESKTOP, ignore_https_errors=True)
+        plain = browser.new_context(
+            viewport=DESKTOP, ignore_https_errors=True, java_script_enabled=False
+        )
+        try:
+            page = scripted.new_page()
+            login(page, srv.url + "/release/lobby", "gus")
+            expect(page.locator(f"#job-{job_id}")).to_be_visible()
+            [cookie] = [c for c in scripted.cookies() if c["name"] == "spoolvault_station"]
+            assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+            idle_page = plain.new_page()
+            login(idle_page, srv.url + "/release/lobby", "gus")
+            expect(idle_page.locator(f"#job-{job_id}")).to_be_visible()
+            started = time.monotonic()
+            # The scripted page logs out by itself after 5 s without input.
+            expect(page.locator("#notice")).to_contain_text(
+                "logged out after 5 seconds", timeout=12_000
+            )
+            assert time.monotonic() - started >= 4
+            assert page.locator(f"#job-{job_id}").count() == 0
+            # Without the script, the page stays, but the server has ended the session.
+            time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))
+            idle_page.click(f"#job-{job_id} button.print")
+            expect(idle_page.locator("#notice")).to_contain_text("logged out after 5 seconds")
+            assert idle_page.locator("#username").count() == 1
+        finally:
+            scripted.close()
+            plain.close()
+        assert job_states_tls(srv)[job_id] == "held"
+    finally:
+        srv.stop()
+
+
+def tls_api(srv: Server) -> httpx.Client:
+    """The REST API of a --tls test server (its own self-signed certificate)."""
+    return httpx.Client(base_url=srv.url + "/api/v1", verify=False, auth=ADMIN)  # noqa: S501
+
+
+def job_states_tls(srv: Server) -> dict[int, str]:
+    with tls_api(srv) as c:
+        return {j["id"]: j["state"] for j in c.get("/jobs").json()}
