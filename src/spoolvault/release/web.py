@@ -779,8 +779,8 @@ class Station:
                 )
         # Where a release goes: the station's printer, else a choice.
         choices: list[str] = []
-        if blocked is not None:
-            choices = [a.name for a in alternatives]
+        if blocked is not None:  # only printers that are not in error themselves
+            choices = [a.name for a in alternatives if a.in_error is not True]
         elif printer is None:
             choices = [p.name for p in printers]
         target = printer.name if printer is not None and blocked is None else None
