@@ -114,12 +114,15 @@ def add_user(srv: Server, name: str) -> None:
         assert r.status_code == 201, r.text
 
 
-def submit(srv: Server, user: str, body: bytes, title: str, fmt: str = "text/plain") -> int:
+def submit(
+    srv: Server, user: str, body: bytes, title: str, fmt: str = "text/plain", queue: str = "secure"
+) -> int:
     req: IppMessage = new_request(Operation.PRINT_JOB, srv, user=user)
+    req.operation.set("printer-uri", ValueTag.URI, f"ipp://localhost/printers/{queue}")
     req.operation.add("job-name", ValueTag.NAME, title)
     req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, fmt)
     r = httpx.post(
-        srv.url + "/printers/secure",
+        srv.url + f"/printers/{queue}",
         content=encode(req) + body,
         headers={"Content-Type": "application/ipp"},
         verify=False,  # noqa: S501 (the --tls test server's own certificate)
@@ -249,6 +252,12 @@ def test_release_one_arrives_byte_identical_then_cancel_and_release_all(
     expect(page.locator(f"#results li[data-job-id='{second}']")).to_contain_text("cancelled")
     expect(page.locator(f"#job-{second}")).to_have_count(0)
 
+    page.click(f"#job-{third} button.extend")  # once per job
+    expect(page.locator(f"#results li[data-job-id='{third}']")).to_contain_text("kept longer")
+    expect(page.locator(f"#job-{third} button.extend")).to_have_count(0)
+    [extended] = audit(srv, action="job.hold_extend", job_id=str(third))
+    assert extended["actor"] == "cleo"
+
     expect(page.locator("#release-all")).to_have_text("Print all (2)")
     page.click("#release-all")
     for job_id in (third, fourth):
@@ -285,12 +294,16 @@ def test_blocked_printer_names_the_error_and_offers_the_groups_other_printers(
         )
         gone = f"ipp://127.0.0.1:{cupsd.free_port()}/ipp/print"
         add_printer(srv, "gone", gone, group="floor2")
-        add_printer(srv, "annex", printer.uri, group="annex")
+        add_printer(srv, "annex", printer.uri, group="annex", hold_timeout_minutes=30)
         add_user(srv, "dora")
+        annexed = submit(srv, "dora", b"for the annex\n", "annex.txt", queue="annex")
         body = b"dora needs this printed\n" * 100
         job_id = submit(srv, "dora", body, "dora.txt")
         page = context.new_page()
         login(page, srv.url + "/release/jammed", "dora")
+        annex_job = page.locator(f"#job-{annexed}")
+        expect(annex_job).to_contain_text("deleted in 29 min")  # the annex queue's own timeout
+        expect(annex_job).to_contain_text("Prints only on annex")
         blocked = page.locator("#blocked")
         expect(blocked).to_contain_text("jammed cannot print right now")
         expect(blocked).to_contain_text("paper jam in tray 2")  # the printer's own words

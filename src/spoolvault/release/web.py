@@ -33,7 +33,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -59,7 +59,6 @@ from spoolvault.jobs.service import JobNotFound, JobService, in_thread
 from spoolvault.printers.health import Health
 from spoolvault.printers.registry import find_printer, list_printers
 from spoolvault.settings import (
-    HOLD_TIMEOUT_MINUTES,
     RELEASE_STATION_CARD_PIN,
     RELEASE_STATION_IDLE_SECONDS,
 )
@@ -321,12 +320,12 @@ class JobRow:
     reason: str
     time_left: str
     only_at: str | None  # the printer its queue ties it to, if not a Find-Me queue
+    extendable: bool  # held, and its hold not yet extended (once per job)
 
 
-def _job_row(job: Job, *, now: datetime, hold_minutes: int) -> JobRow:
+def _job_row(job: Job, *, now: datetime, expires: datetime) -> JobRow:
     left = ""
     if job.state is JobState.HELD:
-        expires = job.created_at + timedelta(minutes=hold_minutes)
         left = _time_left(max(0.0, (expires - now).total_seconds()))
     return JobRow(
         id=job.id,
@@ -340,6 +339,7 @@ def _job_row(job: Job, *, now: datetime, hold_minutes: int) -> JobRow:
         reason=job.state_reason or "",
         time_left=left,
         only_at=None if job.queue in FIND_ME_QUEUES else job.queue,
+        extendable=job.state is JobState.HELD and job.hold_extended_until is None,
     )
 
 
@@ -623,6 +623,8 @@ class Station:
                 await self._release(session, ids, target, flash, manager=manager)
             elif action == "cancel" and job_id is not None:
                 await self._cancel(session, job_id, printer, flash, manager=manager)
+            elif action == "extend" and job_id is not None:
+                await self._extend(session, job_id, flash, manager=manager)
             session.flash = flash
             return self._redirect(self._url(printer, manager=manager))
 
@@ -724,6 +726,23 @@ class Station:
         else:
             flash.results.append(ResultRow(job_id, title, True, "cancelled and deleted"))
 
+    async def _extend(
+        self, session: StationSession, job_id: int, flash: Flash, *, manager: bool
+    ) -> None:
+        job = await in_thread(self._accessible, session, job_id, manager)
+        if job is None:
+            flash.results.append(ResultRow(job_id, f"job {job_id}", False, "no such job"))
+            return
+        title = job.title or f"job {job_id}"
+        try:
+            done = await in_thread(lambda: self.jobs.extend_hold(job_id, actor=session.user))
+        except ClientError as exc:
+            flash.results.append(ResultRow(job_id, title, False, f"not kept longer: {exc}"))
+            return
+        until = self.jobs.expires_at(done)
+        left = _time_left(max(0.0, (until - utcnow()).total_seconds()))
+        flash.results.append(ResultRow(job_id, title, True, f"kept longer: deleted in {left}"))
+
     # -- the jobs page -------------------------------------------------------------------
 
     async def _health(self, printers: list[Printer]) -> list[PrinterState]:
@@ -757,9 +776,9 @@ class Station:
                     detail=f"web release station manager mode: {len(found)} jobs",
                 )
             )
+        timeouts = await in_thread(self.jobs.hold_timeouts)
         now = utcnow()
-        hold = int(settings[HOLD_TIMEOUT_MINUTES])
-        rows = [_job_row(j, now=now, hold_minutes=hold) for j in found]
+        rows = [_job_row(j, now=now, expires=self.jobs.expires_at(j, timeouts)) for j in found]
         printers = await in_thread(list_printers, self.db)
         # Is the printer the jobs would go to in error, and does it block?
         suspect = flash.blocked if flash and flash.blocked else None
