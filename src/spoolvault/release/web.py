@@ -70,6 +70,7 @@ LOGIN_COOKIE = "spoolvault_station_login"
 COOKIE_PATH = "/release"
 SESSION_MAX_SECONDS = 30 * 60  # a station session ends after this, however busy
 MAX_SESSIONS = 10_000  # memory bound: the oldest sessions go first
+MAX_FORM_BYTES = 16 * 1024
 MAX_LISTED = 200  # jobs shown on one page (a manager may face thousands)
 LISTED_STATES = (JobState.HELD, JobState.FAILED)
 HEALTH_TIMEOUT = 4.0  # seconds a page waits for printers' state (checks time out at 3)
@@ -592,6 +593,10 @@ class Station:
         here: str,
         settings: Mapping[str, Any],
     ) -> Response:
+        length = request.headers.get("content-length", "")
+        if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+            # A browser always sends the length of a form; these are a few hundred bytes.
+            return self._error(413, "Form too large", "That is not a form of this page.", here)
         async with request.form(max_files=0, max_fields=50, max_part_size=8192) as form:
             # One form, many buttons: each button sends do=release:<id>, cancel:<id>, ...
             action, _, job_text = _field(form, "do").partition(":")
@@ -604,7 +609,11 @@ class Station:
                 return self._redirect(here)
             if not hmac.compare_digest(_field(form, "csrf").encode(), session.csrf.encode()):
                 return self._csrf_refused(printer)
-            manager = session.is_admin and _field(form, "manager") == "1"
+            manager = (
+                session.is_admin
+                and _field(form, "manager") == "1"
+                and await in_thread(self.db.is_admin, session.user)  # still an administrator
+            )
             target = _field(form, "printer") or (printer.name if printer else "")
             if action == "logout":
                 self.sessions.close(session)
