@@ -216,6 +216,15 @@ def test_login_shows_only_your_own_jobs_and_refuses_without_telling_who_exists(
     assert "Bert private" not in page.content()
     shot(page, "jobs")
 
+    # A forged button for someone else's job: refused like a job that does not exist.
+    page.eval_on_selector(f"#job-{mine} button.print", f"e => e.value = 'release:{theirs}'")
+    page.click(f"#job-{mine} button.print")
+    expect(page.locator(f"#results li[data-job-id='{theirs}']")).to_contain_text("no such job")
+    assert "Bert private" not in page.content()
+    assert job_states(srv)[theirs] == "held"
+    [refused_release] = audit(srv, action="job.release_failed", job_id=str(theirs))
+    assert refused_release["actor"] == "ada" and refused_release["outcome"] == "refused"
+
     cookies = {c["name"]: c for c in context.cookies()}
     session = cookies["spoolvault_station"]
     assert session["httpOnly"] and session["sameSite"] == "Strict"
