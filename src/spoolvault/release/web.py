@@ -277,14 +277,13 @@ class SessionStore:
 
 
 def _size(n: int) -> str:
-    if n < 1000:
+    units = ("bytes", "KB", "MB", "GB", "TB")
+    value, unit = float(n), 0
+    while value >= 1000 and unit < len(units) - 1:
+        value, unit = value / 1000, unit + 1
+    if unit == 0:
         return f"{n} bytes"
-    for unit in ("KB", "MB", "GB"):
-        n_f = n / 1000
-        if n_f < 1000 or unit == "GB":
-            return f"{n_f:.1f} {unit}" if n_f < 10 else f"{n_f:.0f} {unit}"
-        n = int(n_f)
-    return f"{n} bytes"  # pragma: no cover
+    return f"{value:.1f} {units[unit]}" if value < 10 else f"{value:.0f} {units[unit]}"
 
 
 def _time_left(seconds: float) -> str:
