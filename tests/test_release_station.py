@@ -411,6 +411,19 @@ def test_manager_mode_lists_and_releases_everyones_jobs(
     assert released["actor"] == "admin"
     assert any("manager mode" in str(e["detail"]) for e in audit(srv, action="admin.view"))
 
+    # With hide_document_names, a manager sees other people's jobs without their titles.
+    other = submit(srv, "fay", b"fay's second\n", "Fay salary review.txt")
+    with api(srv) as c:
+        assert c.patch("/servers/primary/settings", json={"hide_document_names": True}).is_success
+    try:
+        time.sleep(2.1)  # settings are re-read at most every 2 s
+        page.reload()
+        expect(page.locator(f"#job-{other} .title")).to_have_text("(hidden)")
+        assert "salary" not in page.content()
+    finally:
+        with api(srv) as c:
+            c.patch("/servers/primary/settings", json={"hide_document_names": False})
+
 
 def test_card_login_is_not_available_yet_and_says_so(srv: Server, context: BrowserContext) -> None:
     page = context.new_page()

@@ -26,6 +26,7 @@ Security, in the order a request meets it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -59,6 +60,8 @@ from spoolvault.jobs.service import JobNotFound, JobService, in_thread
 from spoolvault.printers.health import Health
 from spoolvault.printers.registry import find_printer, list_printers
 from spoolvault.settings import (
+    HIDDEN_TITLE,
+    HIDE_DOCUMENT_NAMES,
     RELEASE_STATION_CARD_PIN,
     RELEASE_STATION_IDLE_SECONDS,
 )
@@ -621,18 +624,19 @@ class Station:
                 response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
                 return response
             flash = Flash()
+            hide = manager and bool(settings[HIDE_DOCUMENT_NAMES])
             if action == "release" and job_id is not None:
-                await self._release(session, [job_id], target, flash, manager=manager)
+                await self._release(session, [job_id], target, flash, manager=manager, hide=hide)
             elif action == "release-all":
                 held = await in_thread(lambda: self._visible(session, manager, (JobState.HELD,)))
                 ids = [j.id for j in held]
                 if not ids:
                     flash.notice = "You have no held jobs to print."
-                await self._release(session, ids, target, flash, manager=manager)
+                await self._release(session, ids, target, flash, manager=manager, hide=hide)
             elif action == "cancel" and job_id is not None:
-                await self._cancel(session, job_id, printer, flash, manager=manager)
+                await self._cancel(session, job_id, printer, flash, manager=manager, hide=hide)
             elif action == "extend" and job_id is not None:
-                await self._extend(session, job_id, flash, manager=manager)
+                await self._extend(session, job_id, flash, manager=manager, hide=hide)
             session.flash = flash
             return self._redirect(self._url(printer, manager=manager))
 
@@ -657,6 +661,14 @@ class Station:
             return job
         return None
 
+    @staticmethod
+    def _title(session: StationSession, job: Job, hide: bool) -> str:
+        """A job's title for this page: others' titles hidden when ``hide`` (manager mode
+        with hide_document_names on)."""
+        if hide and job.owner != session.user:
+            return HIDDEN_TITLE
+        return job.title or f"job {job.id}"
+
     async def _release(
         self,
         session: StationSession,
@@ -665,6 +677,7 @@ class Station:
         flash: Flash,
         *,
         manager: bool,
+        hide: bool = False,
     ) -> None:
         if ids and not target:
             flash.notice = "Choose a printer first."
@@ -686,7 +699,7 @@ class Station:
                 )
                 flash.results.append(ResultRow(job_id, f"job {job_id}", False, "no such job"))
                 continue
-            title = job.title or f"job {job_id}"
+            title = self._title(session, job, hide)
             if blocked is not None:
                 flash.results.append(
                     ResultRow(job_id, title, False, f"not sent: {blocked} is in error")
@@ -718,12 +731,13 @@ class Station:
         flash: Flash,
         *,
         manager: bool,
+        hide: bool = False,
     ) -> None:
         job = await in_thread(self._accessible, session, job_id, manager)
         if job is None:
             flash.results.append(ResultRow(job_id, f"job {job_id}", False, "no such job"))
             return
-        title = job.title or f"job {job_id}"
+        title = self._title(session, job, hide)
         where = f"web release station {printer.name if printer else 'any printer'}"
         on_behalf = "" if job.owner == session.user else f" for {job.owner}"
         reason = f"cancelled by {session.user}{on_behalf} at {where}"
@@ -735,13 +749,19 @@ class Station:
             flash.results.append(ResultRow(job_id, title, True, "cancelled and deleted"))
 
     async def _extend(
-        self, session: StationSession, job_id: int, flash: Flash, *, manager: bool
+        self,
+        session: StationSession,
+        job_id: int,
+        flash: Flash,
+        *,
+        manager: bool,
+        hide: bool = False,
     ) -> None:
         job = await in_thread(self._accessible, session, job_id, manager)
         if job is None:
             flash.results.append(ResultRow(job_id, f"job {job_id}", False, "no such job"))
             return
-        title = job.title or f"job {job_id}"
+        title = self._title(session, job, hide)
         try:
             done = await in_thread(lambda: self.jobs.extend_hold(job_id, actor=session.user))
         except ClientError as exc:
@@ -787,6 +807,13 @@ class Station:
         timeouts = await in_thread(self.jobs.hold_timeouts)
         now = utcnow()
         rows = [_job_row(j, now=now, expires=self.jobs.expires_at(j, timeouts)) for j in found]
+        if manager and settings[HIDE_DOCUMENT_NAMES]:
+            # An administrator's list of other people's jobs (docs/operations.md); users
+            # still see their own titles.
+            rows = [
+                r if r.owner == session.user else dataclasses.replace(r, title=HIDDEN_TITLE)
+                for r in rows
+            ]
         printers = await in_thread(list_printers, self.db)
         # Is the printer the jobs would go to in error, and does it block?
         suspect = flash.blocked if flash and flash.blocked else None
