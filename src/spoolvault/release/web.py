@@ -36,20 +36,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import jinja2
-from sqlalchemy import select
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from spoolvault.audit import Action, Outcome
-from spoolvault.db import Job, JobState, Printer, User
+from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import utcnow
-from spoolvault.errors import ClientError, SpoolvaultError
+from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut, SpoolvaultError
+from spoolvault.identity import IdentityService
 from spoolvault.jobs.release import (
     FIND_ME_QUEUES,
     PrinterBlocked,
@@ -59,6 +59,7 @@ from spoolvault.jobs.release import (
 from spoolvault.jobs.service import JobNotFound, JobService, in_thread
 from spoolvault.printers.health import Health
 from spoolvault.printers.registry import find_printer, list_printers
+from spoolvault.release.access import accessible_job
 from spoolvault.settings import (
     HIDDEN_TITLE,
     HIDE_DOCUMENT_NAMES,
@@ -90,100 +91,6 @@ _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-# --------------------------------------------------------------------------- identity seam
-#
-# The pages use exactly the IdentityService interface of spoolvault.identity (issue 5,
-# part 1) through `station_identity` below. Until that service is on main, the fallback
-# logs in by password only (Database.verify_password) and says card login is not available.
-
-
-class AuthenticationFailed(ClientError):
-    """Credentials were refused. One message whatever was wrong: no user enumeration."""
-
-    MESSAGE = "authentication failed: unknown user or card, or wrong password or PIN"
-
-    def __init__(self, message: str = MESSAGE) -> None:
-        super().__init__(message)
-
-
-class LockedOut(ClientError):
-    """Too many failed logins for an account or at a station; try again in ``retry_after`` s."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins: try again in {retry_after} seconds")
-        self.retry_after = retry_after
-
-
-class CardLoginUnavailable(ClientError):
-    """This server cannot log in by card (or ID number) yet."""
-
-
-class Identity(Protocol):
-    """Who is at the station, and whose jobs they may release (IdentityService)."""
-
-    def login_password(self, username: str, password: str, *, station: str) -> str: ...
-
-    def login_card(self, card_number: str, pin: str | None, *, station: str) -> str: ...
-
-    def login_id_pin(self, id_number: str, pin: str, *, station: str) -> str: ...
-
-    def may_release(self, actor: str, owner: str) -> bool: ...
-
-    def releasable_owners(self, actor: str) -> list[str]: ...
-
-
-class PasswordOnlyIdentity:
-    """The seam's fallback: password logins against the users table, no cards, no delegation.
-
-    Logins are audited like the identity service does it (``auth.login``, never the secret,
-    never the name typed for an unknown user).
-    """
-
-    def __init__(self, jobs: JobService) -> None:
-        self.jobs = jobs
-
-    def __repr__(self) -> str:
-        return "PasswordOnlyIdentity()"
-
-    def login_password(self, username: str, password: str, *, station: str) -> str:
-        db = self.jobs.db
-        if db.verify_password(username, password):
-            self.jobs.record_event(username, Action.AUTH_LOGIN, detail=f"password at {station}")
-            return username
-        with db.session(write=False) as s:
-            known = s.scalar(select(User.id).where(User.username == username)) is not None
-        self.jobs.record_event(
-            username if known else "unknown",
-            Action.AUTH_LOGIN,
-            outcome=Outcome.REFUSED,
-            detail=f"password at {station}: refused",
-        )
-        raise AuthenticationFailed()
-
-    def login_card(self, card_number: str, pin: str | None, *, station: str) -> str:
-        raise CardLoginUnavailable(
-            "Card login is not available on this server yet: log in with your user name "
-            "and password."
-        )
-
-    def login_id_pin(self, id_number: str, pin: str, *, station: str) -> str:
-        raise CardLoginUnavailable(
-            "ID number login is not available on this server yet: log in with your user "
-            "name and password."
-        )
-
-    def may_release(self, actor: str, owner: str) -> bool:
-        return actor == owner
-
-    def releasable_owners(self, actor: str) -> list[str]:
-        return [actor]
-
-
-def station_identity(jobs: JobService) -> Identity:
-    """The identity service the station pages use (the one seam to swap)."""
-    return PasswordOnlyIdentity(jobs)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -372,7 +279,7 @@ class Station:
         self,
         jobs: JobService,
         release: ReleaseService,
-        identity: Identity,
+        identity: IdentityService,
         *,
         tls: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -508,10 +415,20 @@ class Station:
             self._set_cookie(request, response, LOGIN_COOKIE, nonce)
         return response
 
-    def _station_name(self, request: Request, printer: Printer | None) -> str:
-        client = request.client.host if request.client else "unknown address"
+    @staticmethod
+    def _where(request: Request, printer: Printer | None) -> dict[str, Any]:
+        """The identity service's station, printer and client of a login from this page.
+
+        The station is named with the client's address: phones share ``/release``, and one
+        guesser must not lock everybody's station (lockout counts per station).
+        """
+        client = request.client.host if request.client else "unknown"
         where = printer.name if printer else "any printer"
-        return f"web release station {where} ({client})"
+        return {
+            "station": f"web release station {where} ({client})",
+            "printer": printer.name if printer else None,
+            "client": client,
+        }
 
     async def _login(
         self, request: Request, form: FormData, printer: Printer | None, settings: Mapping[str, Any]
@@ -523,7 +440,7 @@ class Station:
             return self._csrf_refused(printer)
         method = _field(form, "method")
         values = {k: _field(form, k) for k in _FIELD_LIMITS}
-        station = self._station_name(request, printer)
+        where = self._where(request, printer)
         too_long = any(len(values[k]) > limit for k, limit in _FIELD_LIMITS.items())
         try:
             if too_long:
@@ -535,12 +452,12 @@ class Station:
                     raise ClientError("Enter your PIN as well as your card.")
                 pin = values["pin"] or None
                 user = await in_thread(
-                    lambda: self.identity.login_card(values["card"], pin, station=station)
+                    lambda: self.identity.login_card(values["card"], pin, **where)
                 )
             elif method == "password":
                 user = await in_thread(
                     lambda: self.identity.login_password(
-                        values["username"], values["password"], station=station
+                        values["username"], values["password"], **where
                     )
                 )
             else:
@@ -561,7 +478,7 @@ class Station:
                 status=429,
                 headers={"Retry-After": str(exc.retry_after)},
             )
-        except ClientError as exc:  # card login not available, a missing field
+        except ClientError as exc:  # a missing field, a malformed card number
             return self._login_page(request, printer, settings, error=str(exc))
         is_admin = await in_thread(self.db.is_admin, user)
         idle = int(settings[RELEASE_STATION_IDLE_SECONDS])
@@ -653,13 +570,14 @@ class Station:
         return sorted(found, key=lambda j: j.id)[:MAX_LISTED]
 
     def _accessible(self, session: StationSession, job_id: int, manager: bool) -> Job | None:
+        """The job if this user may act on it here (blocking); None as for no such job."""
         try:
-            job = self.jobs.get(job_id)
-        except JobNotFound:
+            if manager:
+                return self.jobs.get(job_id)
+            # The one rule of every front end: the owner, or whom the owner delegated to.
+            return accessible_job(self.jobs, self.identity, session.user, job_id)
+        except JobNotFound:  # NotYourJob too
             return None
-        if manager or self.identity.may_release(session.user, job.owner):
-            return job
-        return None
 
     @staticmethod
     def _title(session: StationSession, job: Job, hide: bool) -> str:
@@ -868,8 +786,8 @@ def create_station(
     jobs: JobService,
     release: ReleaseService,
     *,
-    identity: Identity | None = None,
+    identity: IdentityService,
     tls: bool = False,
 ) -> Station:
     """The release station over the app's services (web.app adds its routes)."""
-    return Station(jobs, release, identity or station_identity(jobs), tls=tls)
+    return Station(jobs, release, identity, tls=tls)
