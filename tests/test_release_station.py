@@ -27,6 +27,10 @@ from test_ipp_server import job_group, new_request
 playwright_sync = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
 
+# Two cores shared with other test runs: a page that asks three printers for their state
+# can take more than Playwright's default 5 s. Failures still fail, only later.
+expect.set_options(timeout=15_000)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -89,6 +93,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory, printer: ippeve.EvePrinter) ->
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     ctx = browser.new_context(viewport=DESKTOP)
+    ctx.set_default_timeout(30_000)
     try:
         yield ctx
     finally:
