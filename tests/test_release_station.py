@@ -68,17 +68,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
-    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve"))
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
-@pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, printer: ippeve.EvePrinter) -> Iterator[Server]:
-    """One server for the module; each test uses its own users, so jobs never mix."""
+    """One server for the module (conftest's is per test); each test uses its own users,
+    so jobs never mix. ``printer`` is conftest's ippeveprinter."""
     s = start_server(
         tmp_path_factory.mktemp("station") / "data",
         env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]},
