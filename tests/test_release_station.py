@@ -112,10 +112,19 @@ def add_user(srv: Server, name: str, **extra: str) -> None:
 
 
 def submit(
-    srv: Server, user: str, body: bytes, title: str, fmt: str = "text/plain", queue: str = "secure"
+    srv: Server,
+    user: str,
+    body: bytes,
+    title: str,
+    fmt: str = "text/plain",
+    queue: str = "secure",
+    pin: bytes | None = None,
 ) -> int:
     req: IppMessage = new_request(Operation.PRINT_JOB, srv, user=user)
     req.operation.set("printer-uri", ValueTag.URI, f"ipp://localhost/printers/{queue}")
+    if pin is not None:  # PWG 5100.11 job-password
+        req.operation.add("job-password", ValueTag.OCTET_STRING, pin)
+        req.operation.add("job-password-encryption", ValueTag.KEYWORD, "none")
     req.operation.add("job-name", ValueTag.NAME, title)
     req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, fmt)
     r = httpx.post(
@@ -282,6 +291,28 @@ def test_release_one_arrives_byte_identical_then_cancel_and_release_all(
     assert sorted(e["job_id"] for e in released) == sorted([first, third, fourth])  # type: ignore[type-var]
 
 
+def test_a_job_printed_with_a_pin_needs_it_beside_the_print_button(
+    srv: Server, context: BrowserContext, printer: ippeve.EvePrinter
+) -> None:
+    add_user(srv, "nina")
+    body = b"nina's payslip\n" * 30
+    job_id = submit(srv, "nina", body, "payslip.txt", pin=b"2468")
+    page = context.new_page()
+    login(page, srv.url + "/release/lobby", "nina")
+    page.click("#release-all")  # no PIN typed: refused, and no PIN try spent
+    result = page.locator(f"#results li[data-job-id='{job_id}']")
+    expect(result).to_contain_text("protected by a job PIN")
+    page.fill(f"input[name='pin-{job_id}']", "1111")
+    page.click(f"#job-{job_id} button.print")
+    expect(result).to_contain_text("wrong job PIN")
+    assert job_states(srv)[job_id] == "held"
+    page.fill(f"input[name='pin-{job_id}']", "2468")
+    page.click(f"#job-{job_id} button.print")
+    expect(result).to_contain_text("sent to lobby")
+    wait_for_body(printer, body)
+    assert not any("2468" in str(e["detail"]) for e in audit(srv, job_id=str(job_id)))
+
+
 def test_blocked_printer_names_the_error_and_offers_the_groups_other_printers(
     srv: Server, context: BrowserContext, printer: ippeve.EvePrinter
 ) -> None:
@@ -430,6 +461,7 @@ def test_card_alone_and_card_with_pin_as_a_card_reader_types_them(
     job_id = submit(srv, "hana", b"hana's job\n", "hana.txt")
     page = context.new_page()
     page.goto(srv.url + "/release/lobby")
+    expect(page.locator("#card")).to_be_focused()  # autofocus lands after the load event
     page.keyboard.type("04A1B2C3")  # the card field has the focus: a reader just types
     page.keyboard.press("Enter")
     expect(page.locator("#user")).to_have_text("hana")

@@ -231,6 +231,7 @@ class JobRow:
     time_left: str
     only_at: str | None  # the printer its queue ties it to, if not a Find-Me queue
     extendable: bool  # held, and its hold not yet extended (once per job)
+    pin: bool  # printed with a job PIN (PWG 5100.11 job-password): asked at release
 
 
 def _job_row(job: Job, *, now: datetime, expires: datetime) -> JobRow:
@@ -250,6 +251,7 @@ def _job_row(job: Job, *, now: datetime, expires: datetime) -> JobRow:
         time_left=left,
         only_at=None if job.queue in FIND_ME_QUEUES else job.queue,
         extendable=job.state is JobState.HELD and job.hold_extended_until is None,
+        pin=job.pin_hash is not None,
     )
 
 
@@ -516,7 +518,8 @@ class Station:
         if not length.isdigit() or int(length) > MAX_FORM_BYTES:
             # A browser always sends the length of a form; these are a few hundred bytes.
             return self._error(413, "Form too large", "That is not a form of this page.", here)
-        async with request.form(max_files=0, max_fields=50, max_part_size=8192) as form:
+        fields = MAX_LISTED + 20  # a job PIN field per listed job, and the form's own
+        async with request.form(max_files=0, max_fields=fields, max_part_size=8192) as form:
             # One form, many buttons: each button sends do=release:<id>, cancel:<id>, ...
             action, _, job_text = _field(form, "do").partition(":")
             job_id = int(job_text) if job_text.isdigit() and len(job_text) < 12 else None
@@ -542,14 +545,24 @@ class Station:
                 return response
             flash = Flash()
             hide = manager and bool(settings[HIDE_DOCUMENT_NAMES])
+            # Job PINs, typed beside the jobs that have one (administrators need none).
+            pins = {
+                int(key[4:]): value
+                for key, value in form.multi_items()
+                if key.startswith("pin-") and key[4:].isdigit() and isinstance(value, str)
+            }
             if action == "release" and job_id is not None:
-                await self._release(session, [job_id], target, flash, manager=manager, hide=hide)
+                await self._release(
+                    session, [job_id], target, flash, manager=manager, hide=hide, pins=pins
+                )
             elif action == "release-all":
                 held = await in_thread(lambda: self._visible(session, manager, (JobState.HELD,)))
                 ids = [j.id for j in held]
                 if not ids:
                     flash.notice = "You have no held jobs to print."
-                await self._release(session, ids, target, flash, manager=manager, hide=hide)
+                await self._release(
+                    session, ids, target, flash, manager=manager, hide=hide, pins=pins
+                )
             elif action == "cancel" and job_id is not None:
                 await self._cancel(session, job_id, printer, flash, manager=manager, hide=hide)
             elif action == "extend" and job_id is not None:
@@ -596,6 +609,7 @@ class Station:
         *,
         manager: bool,
         hide: bool = False,
+        pins: Mapping[int, str] | None = None,
     ) -> None:
         if ids and not target:
             flash.notice = "Choose a printer first."
@@ -625,7 +639,11 @@ class Station:
                 continue
             try:
                 done = await self.release.release(
-                    job_id, target, actor=session.user, is_admin=manager
+                    job_id,
+                    target,
+                    actor=session.user,
+                    is_admin=manager,
+                    job_pin=(pins or {}).get(job_id) or None,
                 )
             except PrinterBlocked as exc:
                 blocked = flash.blocked = target
