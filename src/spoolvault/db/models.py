@@ -314,13 +314,13 @@ class Provider(Base):
 
 
 class AppInstance(Base):
-    """A running application server process; providers accept its release requests."""
+    """A running application server process; providers accept requests it signs."""
 
     __tablename__ = "app_instances"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    # SHA-256 of the bearer token it sends to providers (the token is in its memory only).
-    token_hash: Mapped[str] = mapped_column(String(64))
+    # Its Ed25519 public key, hex (the private key is in its memory only; servers/signing.py).
+    public_key: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
