@@ -112,7 +112,8 @@ def test_unc_spool_dir_stops_startup_with_mount_advice(tmp_path: Path) -> None:
     [
         ("--http", "nonsense", "--http 'nonsense': expected HOST:PORT"),
         ("--raw", "1.2.3.4", "--raw '1.2.3.4': expected HOST:PORT or off"),
-        ("--role", "provider", "not available in this version"),
+        ("--role", "provider", "--role provider needs --app-server URL"),
+        ("--role", "site", "--role 'site': expected all, app or provider"),
         ("--database", "mysql://x/y", "mysql"),
     ],
 )

@@ -39,8 +39,11 @@ from spoolvault.netaddr import HostPort, parse_hostport
 
 if TYPE_CHECKING:
     from spoolvault.config import DataDir
-    from spoolvault.db import Database
+    from spoolvault.db import Database, Job
     from spoolvault.identity import Users
+    from spoolvault.jobs.release import ReleaseService
+    from spoolvault.jobs.service import JobService
+    from spoolvault.runtime import Runtime
 
 log = logging.getLogger("spoolvault")
 ORPHAN_MIN_AGE = 300.0
@@ -68,6 +71,11 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(printer_app, name="printer")
 app.add_typer(settings_app, name="settings")
 app.add_typer(jobs_app, name="jobs")
+provider_app = typer.Typer(
+    help="Print providers: register them (application server), drain one before a downgrade.",
+    no_args_is_help=True,
+)
+app.add_typer(provider_app, name="provider")
 
 
 @app.callback()
@@ -134,7 +142,12 @@ def run(
     database: DatabaseOpt = None,
     role: Annotated[str, typer.Option("--role", help="all (default), app or provider.")] = "all",
     app_server: Annotated[
-        str | None, typer.Option("--app-server", help="Application server URL (role provider).")
+        str | None,
+        typer.Option(
+            "--app-server",
+            help="Application server URL: role provider reports to it; role all with it is a "
+            "site server of that primary.",
+        ),
     ] = None,
     tls: Annotated[
         bool,
@@ -154,7 +167,8 @@ def run(
         bool, typer.Option("--no-dnssd", help="Do not advertise the queues with DNS-SD.")
     ] = False,
 ) -> None:
-    """Start the server (application server and print provider in one process)."""
+    """Start the server: application server and print provider in one process (--role all),
+    or one of them (--role app, --role provider --app-server URL; docs/deployment.md)."""
     try:
         http_addr = parse_hostport(http, "--http")
         assert http_addr is not None
@@ -169,12 +183,22 @@ def run(
         )
         if role not in ("all", "app", "provider"):
             raise OperatorError(f"--role {role!r}: expected all, app or provider")
-        if role != "all" or app_server:
+        if app_server and role == "app":
             raise OperatorError(
-                "separate application server and print provider roles are not available "
-                "in this version; run with --role all (the default)"
+                "--app-server is for --role provider, or --role all on a site server"
             )
-        _serve(data_dir, database, listeners)
+        if role == "app":
+            # No intake on an application server: its providers take the jobs.
+            listeners = Listeners(
+                http=listeners.http,
+                raw=None,
+                lpd=None,
+                tls=listeners.tls,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                dnssd=False,
+            )
+        _serve(data_dir, database, listeners, role=role, app_server=app_server)
     except SpoolvaultError as exc:
         _fail(str(exc))
 
@@ -226,13 +250,26 @@ def _server_class() -> type:
     return Server
 
 
-def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
+def _serve(
+    data_dir: Path,
+    database: str | None,
+    listen: Listeners,
+    *,
+    role: str = "all",
+    app_server: str | None = None,
+) -> None:
 
     from spoolvault.runtime import Runtime
+    from spoolvault.servers.provider import ProviderIdentity
     from spoolvault.tls import server_certificate
     from spoolvault.web.app import Sockets, create_app
 
     with Runtime.open(data_dir, database, create=True) as rt, rt.store.server_lock():
+        # A site server (--role all --app-server PRIMARY) reports to its primary like a provider.
+        site = role == "all" and app_server is not None
+        identity = (
+            ProviderIdentity.load(rt.data, app_server) if role == "provider" or site else None
+        )
         for spool, report in zip(
             (rt.store.encrypted, rt.store.plain),
             rt.store.recover(known=lambda encrypted: rt.db.spool_names(encrypted)),
@@ -262,7 +299,14 @@ def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
         limits = rt.data.limits
         server = _server_class()(
             _config_class()(
-                create_app(rt, sockets=sockets, dnssd=listen.dnssd, tls=listen.tls),
+                create_app(
+                    rt,
+                    sockets=sockets,
+                    dnssd=listen.dnssd,
+                    tls=listen.tls,
+                    role=role,
+                    provider=identity,
+                ),
                 log_config=None,
                 access_log=False,
                 lifespan="on",
@@ -280,8 +324,10 @@ def _serve(data_dir: Path, database: str | None, listen: Listeners) -> None:
         scheme = "https" if listen.tls else "http"
 
         def announce() -> None:
+            role_note = "" if role == "all" else f" (role {role})"
             out.print(
-                f"spoolvault {__version__} listening on {sockets.address('http').url(scheme)}",
+                f"spoolvault {__version__}{role_note} listening on "
+                f"{sockets.address('http').url(scheme)}",
                 highlight=False,
             )
             for name in ("raw", "lpd"):
@@ -802,6 +848,190 @@ def user_delegate(
         f"{owner}'s jobs may be released by: {', '.join(who) or 'only ' + owner}",
         highlight=False,
     )
+
+
+# -- provider -------------------------------------------------------------------------
+
+
+@provider_app.command("add")
+def provider_add(
+    name: Annotated[str, typer.Argument(help="The provider's name (letters, digits, . _ -).")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+    server: Annotated[
+        str, typer.Option("--server", help="The primary or site server it belongs to.")
+    ] = "primary",
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="It belongs to this site server, registered now if new (a site server "
+            "itself is added this way: spoolvault provider add NAME --site NAME).",
+        ),
+    ] = None,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Give an existing provider a new secret.")
+    ] = False,
+) -> None:
+    """Register a print provider on the application server and print its secret once."""
+    from spoolvault.config import DataDir
+    from spoolvault.db import Database, database_url
+    from spoolvault.servers.provider import NAME_ENV, SECRET_ENV
+    from spoolvault.servers.registry import add_provider
+
+    try:
+        data = DataDir.open(data_dir, create=False)
+        with Database.open(database_url(database, data.database)) as db:
+            if site is not None:
+                server = site
+                if site not in {srv.name for srv in db.servers()}:
+                    db.add_server(site)
+                    out.print(f"site server {site} registered", highlight=False)
+            secret = add_provider(db, name, server, rotate=rotate)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    # Shown once: only its SHA-256 is stored. Never logged.
+    out.print(f"provider {name} registered with server {server}", highlight=False)
+    out.print(f"secret (shown once): {secret}", highlight=False)
+    out.print(
+        f"on the provider: {NAME_ENV}={name} {SECRET_ENV}=<secret> spoolvault run "
+        f"--role provider --app-server URL (or ProviderName=/ProviderSecret= in its "
+        f"print-provider.conf)",
+        highlight=False,
+    )
+
+
+@provider_app.command("list")
+def provider_list(data_dir: DataDirOpt = DEFAULT_DATA_DIR, database: DatabaseOpt = None) -> None:
+    """List the registered print providers and their last heartbeat."""
+    from spoolvault.config import DataDir
+    from spoolvault.db import Database, database_url
+    from spoolvault.servers.registry import is_available, list_providers, status_of
+
+    try:
+        data = DataDir.open(data_dir, create=False)
+        with Database.open(database_url(database, data.database)) as db:
+            providers = list_providers(db)
+    except SpoolvaultError as exc:
+        _fail(str(exc))
+    table = Table(
+        "name", "server", "url", "state", "last heartbeat", "version", "format", "encrypt"
+    )
+    for p in providers:
+        st = status_of(p)
+        formats = st.get("formats") or {}
+        caps = st.get("capabilities") or {}
+        cells = (
+            p.name,
+            p.server,
+            p.url or "",
+            "available" if is_available(p) else "unavailable",
+            p.last_seen.isoformat(timespec="seconds") if p.last_seen else "never",
+            str(st.get("version", "")),
+            str(formats.get("write", "")),
+            "" if "encrypt" not in caps else ("yes" if caps["encrypt"] else "no"),
+        )
+        table.add_row(*(escape(c) for c in cells))
+    out.print(table)
+
+
+@provider_app.command("drain")
+def provider_drain(
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+    printer: Annotated[
+        str | None,
+        typer.Option("--printer", help="Release every encrypted held job to this printer."),
+    ] = None,
+    cancel: Annotated[
+        bool, typer.Option("--cancel", help="Cancel (crypto-shred) every encrypted held job.")
+    ] = False,
+) -> None:
+    """Before a downgrade: list, release (--printer) or cancel (--cancel) every encrypted
+    held job of this provider; exit 0 and say "safe" only when none remains.
+
+    Works whether or not the provider runs. A running provider may take new encrypted jobs
+    meanwhile: they are counted too, so switch encryption off for its server (or stop its
+    intake) first; docs/deployment.md.
+    """
+    import asyncio
+
+    from spoolvault.admin_cli import _actor, _queued_note, _services
+
+    if printer is not None and cancel:
+        _fail("give --printer or --cancel, not both")
+    with _services(data_dir, database) as (rt, jobs, release):
+        if printer is not None or cancel:
+            asyncio.run(_drain(rt, jobs, release, printer, _actor()))
+            _queued_note(jobs)
+        try:
+            remaining = _encrypted_held(rt)
+        except SpoolvaultError as exc:
+            _fail(str(exc))
+    if remaining:
+        table = Table("job", "owner", "title", "state", "reason")
+        for job in remaining:
+            cells = (str(job.id), job.owner, job.title, job.state.value, job.state_reason or "")
+            table.add_row(*(escape(c) for c in cells))
+        out.print(table)
+        out.print(
+            f"NOT safe to downgrade: {len(remaining)} encrypted held jobs remain "
+            f"(release them with --printer NAME or cancel them with --cancel)",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    out.print("safe: no encrypted held jobs remain on this provider", highlight=False)
+
+
+def _encrypted_held(rt: Runtime) -> list[Job]:
+    from sqlalchemy import select
+
+    from spoolvault.db import FILE_STATES, Job
+
+    with rt.db.session(write=False) as s:
+        return list(
+            s.scalars(
+                select(Job)
+                .where(
+                    Job.provider.is_(None),
+                    Job.encrypted.is_(True),
+                    Job.state.in_(sorted(st.value for st in FILE_STATES)),
+                )
+                .order_by(Job.id)
+            )
+        )
+
+
+async def _drain(
+    rt: Runtime, jobs: JobService, release: ReleaseService, printer: str | None, actor: str
+) -> None:
+    import functools
+
+    from spoolvault.jobs.service import in_thread
+
+    try:
+        for job in await in_thread(_encrypted_held, rt):
+            try:
+                if printer is not None:
+                    done = await release.release(job.id, printer, actor=actor, is_admin=True)
+                    out.print(
+                        f"job {job.id}: released to {printer} ({done.delivered.detail})",
+                        highlight=False,
+                    )
+                else:
+                    await in_thread(
+                        functools.partial(
+                            jobs.cancel,
+                            job.id,
+                            reason="cancelled before a downgrade (provider drain)",
+                            actor=actor,
+                        )
+                    )
+                    out.print(f"job {job.id}: cancelled", highlight=False)
+            except SpoolvaultError as exc:
+                err.print(f"job {job.id}: kept: {exc}", highlight=False, soft_wrap=True)
+    finally:
+        await release.drain()
 
 
 def main() -> None:

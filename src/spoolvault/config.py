@@ -92,6 +92,30 @@ CONF_KEYS: tuple[ConfKey, ...] = (
         "Largest document in bytes (0: no limit); a larger one is refused "
         "(IPP client-error-request-entity-too-large, raw reset, LPD negative acknowledgement).",
     ),
+    # Only for `spoolvault run --role provider` (docs/deployment.md); empty: not set.
+    ConfKey(
+        "ApplicationServer",
+        "",
+        "Role provider: the application server's URL, when --app-server is not given.",
+    ),
+    ConfKey(
+        "ProviderName",
+        "",
+        "Role provider: this provider's name, as registered with 'spoolvault provider add' "
+        "(the SPOOLVAULT_PROVIDER_NAME environment variable wins).",
+    ),
+    ConfKey(
+        "ProviderSecret",
+        "",
+        "Role provider: the secret 'spoolvault provider add' printed (the "
+        "SPOOLVAULT_PROVIDER_SECRET environment variable wins; keep this file private).",
+    ),
+    ConfKey(
+        "ProviderURL",
+        "",
+        "Role provider: the URL application servers reach this provider at; default: the "
+        "--http address (set it when listening on 0.0.0.0 or behind NAT).",
+    ),
 )
 
 
@@ -164,6 +188,10 @@ class ProviderConf:
     def raw(self, key: str) -> str:
         """The value as written, or the key's default."""
         return self.values.get(key, _KNOWN[key].default)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if "Secret" in k else v) for k, v in self.values.items()}
+        return f"ProviderConf(values={shown!r}, source={self.source!r})"
 
 
 def parse_conf(lines: Iterable[str], source: str = CONF_NAME) -> ProviderConf:
@@ -257,7 +285,8 @@ def default_conf_text() -> str:
     ]
     for key in CONF_KEYS:
         out.append(f"# {key.help}")
-        out.append(f"{key.name}={key.default}")
+        # A key without a default is written commented out: an empty value means "not set".
+        out.append(f"{key.name}={key.default}" if key.default else f"#{key.name}=")
         out.append("")
     return "\n".join(out)
 

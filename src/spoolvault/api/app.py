@@ -68,6 +68,17 @@ from spoolvault.printers.registry import (
     update_printer,
 )
 from spoolvault.release.access import cancel_for, release_for, visible_jobs
+from spoolvault.servers.registry import (
+    ProviderExists,
+    UnknownProvider,
+    authenticate,
+    availability,
+    heartbeat_answer,
+    record_heartbeat,
+    servers_overview,
+    warnings_for,
+)
+from spoolvault.servers.remote import ProviderUnavailable
 from spoolvault.settings import (
     HIDDEN_TITLE,
     HIDE_DOCUMENT_NAMES,
@@ -192,6 +203,14 @@ class JobOut(BaseModel):
     created: datetime
     printer: str | None
     pin_protected: bool = Field(False, description="Printed with a job PIN (job-password).")
+    provider: str | None = Field(
+        None, description="The print provider that holds the job; null: this server."
+    )
+    available: bool = Field(
+        True,
+        description="False while the job's provider is unreachable: the job is kept there "
+        "and can be released when it is back.",
+    )
 
 
 class SessionIn(BaseModel):
@@ -296,7 +315,9 @@ def _download_name(job: Job) -> str:
     return f"{base or f'job-{job.id}'}{ext.get(job.document_format, '')}"
 
 
-def _job_out(job: Job, *, hide_title: bool = False) -> JobOut:
+def _job_out(
+    job: Job, available: dict[str, bool] | None = None, *, hide_title: bool = False
+) -> JobOut:
     return JobOut(
         id=job.id,
         owner=job.owner,
@@ -310,6 +331,8 @@ def _job_out(job: Job, *, hide_title: bool = False) -> JobOut:
         created=job.created_at,
         printer=job.printer,
         pin_protected=job.pin_hash is not None,
+        provider=job.provider,
+        available=job.provider is None or bool((available or {}).get(job.provider)),
     )
 
 
@@ -326,8 +349,24 @@ def _printer_out(p: Printer) -> PrinterOut:
     )
 
 
-def create_api(jobs: JobService, release: ReleaseService, identity: IdentityService) -> FastAPI:
-    """The /api/v1 application (mounted by web.app)."""
+def _warning_header(warnings: list[str]) -> dict[str, str]:
+    # RFC 7234 §5.5 Warning (199: miscellaneous); the body stays the settings object.
+    text = "; ".join(w.replace('"', "'") for w in warnings)
+    return {"Warning": f'199 spoolvault "{text}"'} if warnings else {}
+
+
+def create_api(
+    jobs: JobService,
+    release: ReleaseService,
+    identity: IdentityService,
+    *,
+    providers: bool = False,
+) -> FastAPI:
+    """The /api/v1 application (mounted by web.app).
+
+    With ``providers`` this server is an application server for print providers: it takes
+    their heartbeats (docs/deployment.md); releases of their jobs go through ``release``.
+    """
     from spoolvault.release.fast import create_fast_release_router
     from spoolvault.release.mfd import create_mfd_router
 
@@ -346,7 +385,11 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
     async def client_error(request: Request, exc: ClientError) -> JSONResponse:
         status = 400
         headers: dict[str, str] = {}
-        if isinstance(exc, JobNotFound | PrinterNotFound | UserNotFound | DeviceNotFound):
+        if isinstance(exc, ProviderUnavailable):
+            status = 503
+        elif isinstance(
+            exc, JobNotFound | PrinterNotFound | UserNotFound | DeviceNotFound | UnknownProvider
+        ):
             status = 404
         elif isinstance(
             exc,
@@ -357,7 +400,8 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
             | JobNotPossible
             | UserExists
             | IdentityConflict
-            | DeviceExists,
+            | DeviceExists
+            | ProviderExists,
         ):
             status = 409
         elif isinstance(exc, InvalidPrinter | InvalidSetting | InvalidIdentity):
@@ -475,18 +519,29 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
     @api.get("/jobs", response_model=list[JobOut])
     async def get_jobs(user: Annotated[str, Depends(admin)]) -> list[JobOut]:
         found = await in_thread(lambda: jobs.list(newest_first=True))
+        up = await in_thread(availability, db)
         await record(user, Action.ADMIN_VIEW, detail=f"GET /api/v1/jobs: {len(found)} jobs")
         hide = bool((await in_thread(jobs.settings))[HIDE_DOCUMENT_NAMES])
-        return [_job_out(j, hide_title=hide) for j in found]
+        return [_job_out(j, up, hide_title=hide) for j in found]
+
+    @api.get("/servers")
+    async def get_servers(_: Annotated[str, Depends(admin)]) -> list[dict[str, Any]]:
+        """Primary and site servers with their print providers and heartbeat state.
+
+        ``warnings`` lists why a server's settings do not reach some providers' jobs.
+        """
+        return await in_thread(servers_overview, db)
 
     @api.get("/servers/{name}/settings")
-    async def get_settings(name: str, _: Annotated[str, Depends(admin)]) -> dict[str, Any]:
-        return await in_thread(db.get_settings, name)
+    async def get_settings(name: str, _: Annotated[str, Depends(admin)]) -> JSONResponse:
+        values = await in_thread(db.get_settings, name)
+        warnings = await in_thread(warnings_for, db, name, values)
+        return JSONResponse(values, headers=_warning_header(warnings))
 
     @api.patch("/servers/{name}/settings")
     async def patch_settings(
         name: str, changes: dict[str, Any], user: Annotated[str, Depends(admin)]
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         def change() -> dict[str, Any]:
             try:
                 old = db.get_settings(name)
@@ -501,7 +556,9 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
             jobs.record_event(user, Action.SETTINGS_CHANGE, detail=detail)
             return new
 
-        return await in_thread(change)
+        new = await in_thread(change)
+        warnings = await in_thread(warnings_for, db, name, new)
+        return JSONResponse(new, headers=_warning_header(warnings))
 
     @api.get("/audit", response_model=list[AuditEventOut])
     async def get_audit(
@@ -644,8 +701,13 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
 
     @api.get("/release/jobs", response_model=list[JobOut])
     async def my_jobs(user: Annotated[str, Depends(station_user)]) -> list[JobOut]:
-        """The user's own held and failed jobs, and those of users who delegated to them."""
-        return [_job_out(j) for j in await in_thread(visible_jobs, jobs, identity, user)]
+        """The user's own held and failed jobs, and those of users who delegated to them.
+
+        ``available`` is false for a job whose print provider is unreachable now.
+        """
+        found = await in_thread(visible_jobs, jobs, identity, user)
+        up = await in_thread(availability, db) if providers else {}
+        return [_job_out(j, up) for j in found]
 
     @api.post("/release/jobs/{job_id}", response_model=ReleaseOut)
     async def release_job(
@@ -693,4 +755,34 @@ def create_api(jobs: JobService, release: ReleaseService, identity: IdentityServ
         create_mfd_router(jobs, release, identity, admin=admin, record=record, login=login)
     )
     api.include_router(create_fast_release_router(jobs, release, identity))
+
+    # -- print providers (docs/deployment.md) ------------------------------------------
+
+    if providers:
+
+        @api.post("/providers/heartbeat", include_in_schema=False)
+        async def heartbeat(
+            request: Request, creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+        ) -> dict[str, Any]:
+            """A print provider's heartbeat (HTTP Basic: its name and secret)."""
+            provider = (
+                await in_thread(authenticate, db, creds.username, creds.password)
+                if creds is not None
+                else None
+            )
+            if provider is None:
+                raise HTTPException(
+                    401, "unknown print provider or wrong secret", {"WWW-Authenticate": "Basic"}
+                )
+            beat = await request.json()
+            if not isinstance(beat, dict):
+                raise HTTPException(422, "a heartbeat is a JSON object")
+            try:
+                done = await in_thread(record_heartbeat, db, provider.name, beat)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise HTTPException(422, f"malformed heartbeat: {exc}") from None
+            answer = await in_thread(heartbeat_answer, db, provider.name)
+            answer["resync"] = done.resync
+            return answer
+
     return api

@@ -15,6 +15,7 @@ from spoolvault.db.database import (
 )
 from spoolvault.db.models import (
     FILE_STATES,
+    AppInstance,
     AuditEvent,
     Base,
     Delegation,
@@ -25,6 +26,7 @@ from spoolvault.db.models import (
     JobState,
     Printer,
     PrinterMode,
+    Provider,
     Server,
     ServerKind,
     ServerSetting,
@@ -37,6 +39,7 @@ __all__ = [
     "ADMIN_USERNAME",
     "FILE_STATES",
     "PRIMARY_SERVER",
+    "AppInstance",
     "AuditEvent",
     "Base",
     "Database",
@@ -48,6 +51,7 @@ __all__ = [
     "JobState",
     "Printer",
     "PrinterMode",
+    "Provider",
     "Server",
     "ServerKind",
     "ServerSetting",

@@ -143,6 +143,8 @@ class Job(Base):
         # One user's held jobs at a release station; expiry of old held jobs in one query.
         Index("ix_jobs_owner_state", "owner", "state"),
         Index("ix_jobs_state_created_at", "state", "created_at"),
+        # On an application server: the record of a job held on a print provider.
+        Index("ix_jobs_provider_provider_job_id", "provider", "provider_job_id", unique=True),
         # AUTOINCREMENT: SQLite would otherwise reuse the id of the newest job once it is
         # deleted, and an old IPP job-id or audit entry would then name a different job.
         {"sqlite_autoincrement": True},
@@ -180,6 +182,11 @@ class Job(Base):
     hold_extended_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the owner was told the job is about to expire (one reminder per job).
     reminder_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # NULL: the job and its spool file are on this server. Else the print provider that
+    # holds them, and the job's id there: this row is the application server's copy of the
+    # provider's record (docs/deployment.md), and the spool file never leaves the provider.
+    provider: Mapped[str | None] = mapped_column(String(64))
+    provider_job_id: Mapped[int | None] = mapped_column(Integer)
 
     @validates("state")
     def _check_state(self, key: str, value: Any) -> JobState:
@@ -286,6 +293,39 @@ class UserSource(StrEnum):
 
     LOCAL = "local"
     LDAP = "ldap"
+
+
+class Provider(Base):
+    """A print provider registered with the application servers (docs/deployment.md)."""
+
+    __tablename__ = "providers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    server: Mapped[str] = mapped_column(String(64), ForeignKey("servers.name", ondelete="CASCADE"))
+    # SHA-256 of the provider's secret (256 random bits: a slow hash adds nothing).
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(String)  # where it takes release requests
+    status: Mapped[str] = mapped_column(Text, default="{}")  # the last heartbeat (JSON)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Provider(name={self.name!r}, server={self.server!r}, url={self.url!r})"
+
+
+class AppInstance(Base):
+    """A running application server process; providers accept requests it signs."""
+
+    __tablename__ = "app_instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Its Ed25519 public key, hex (the private key is in its memory only; servers/signing.py).
+    public_key: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"AppInstance(id={self.id!r})"
 
 
 class User(Base):

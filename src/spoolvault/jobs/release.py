@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import update
 
@@ -96,6 +97,21 @@ class Released:
 Checker = Callable[[Printer], Awaitable[Health]]
 
 
+class RemoteSender(Protocol):
+    """Releases a job held on a print provider, by that provider (servers/remote.py)."""
+
+    async def send(
+        self,
+        job: Job,
+        printer_name: str,
+        *,
+        actor: str,
+        is_admin: bool,
+        fast: bool,
+        job_pin: str | None,
+    ) -> Released: ...
+
+
 class ReleaseService:
     """Releases held jobs to printers: health gate, verification, delivery, shredding."""
 
@@ -114,6 +130,8 @@ class ReleaseService:
         self.clock = clock
         self._unlinks: set[asyncio.Task[None]] = set()  # shredded files being unlinked
         self._pin_failures: dict[int, tuple[int, float]] = {}  # job -> (wrong PINs, locked until)
+        # Set on an application server: jobs held on print providers are released there.
+        self.remote: RemoteSender | None = None
 
     @staticmethod
     async def _check(printer: Printer) -> Health:
@@ -220,6 +238,16 @@ class ReleaseService:
     ) -> Released:
         printer = await in_thread(self.printer, printer_name)
         job = await in_thread(self.jobs.get, job_id)
+        if job.provider is not None:
+            # Its spool file is on that provider, which releases it (docs/deployment.md).
+            if self.remote is None:
+                raise ReleaseRefused(
+                    f"job {job_id} is held on print provider {job.provider}; release it "
+                    f"through an application server"
+                )
+            return await self.remote.send(
+                job, printer.name, actor=actor, is_admin=is_admin, fast=fast, job_pin=job_pin
+            )
         if job.state not in RELEASABLE:
             raise ReleaseRefused(f"job {job_id} is {job.state.value}, not held")
         queue_printer = None if job.queue in FIND_ME_QUEUES else job.queue
@@ -365,7 +393,8 @@ class ReleaseService:
         with self.db.session() as s:
             result = s.execute(
                 update(Job)
-                .where(Job.state == JobState.RELEASING.value)
+                # A provider's job being released is that provider's to recover.
+                .where(Job.state == JobState.RELEASING.value, Job.provider.is_(None))
                 .values(
                     state=JobState.FAILED,
                     state_reason="the server stopped while sending this job; it may have "

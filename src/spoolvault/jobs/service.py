@@ -164,6 +164,12 @@ class JobService:
         self.archive: Archive | None = None  # set by the server: Print Archiving
         self.metrics = Metrics(db)
         self._purged_at = self._redacted_at = -ARCHIVE_PURGE_EVERY
+        # Called (from a worker thread) once a new job is durable: a print provider then
+        # reports it to its application server at once (servers/provider.py).
+        self.on_submit: Callable[[], None] | None = None
+        # Set on an application server: cancels a job held on a print provider there
+        # (job, reason, actor) -> the job as the provider reports it (servers/remote.py).
+        self.forward_cancel: Callable[[Job, str, str], Job] | None = None
 
     def record_event(
         self,
@@ -282,6 +288,8 @@ class JobService:
         self.record_event(
             job.owner, Action.JOB_SUBMIT, job_id=job.id, detail=_submitted(job, hide_title=hide)
         )
+        if self.on_submit is not None:
+            self.on_submit()
         return job
 
     def _commit_and_record(
@@ -427,6 +435,14 @@ class JobService:
         actor: str = SYSTEM,
     ) -> Job:
         """Cancel a job that has not printed, then crypto-shred its file (``actor`` audited)."""
+        if self.forward_cancel is not None:
+            held = self.db.get_job(job_id)
+            if held is not None and held.provider is not None:
+                # Its file is on that provider: the provider cancels and shreds it.
+                gone = self.forward_cancel(held, reason, actor)
+                detail = f"on provider {held.provider}: {reason}"
+                self.record_event(actor, _CANCEL_ACTIONS[state], job_id=job_id, detail=detail)
+                return gone
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
@@ -515,6 +531,8 @@ class JobService:
                             select(Job.id)
                             .where(
                                 Job.state == JobState.HELD.value,
+                                # A copy of a provider's job expires there, not here.
+                                Job.provider.is_(None),
                                 Job.created_at < cutoff,
                                 in_queues,
                                 or_(

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from spoolvault import __version__
 from spoolvault.api.app import create_api
@@ -33,7 +33,14 @@ from spoolvault.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from spoolvault.netaddr import HostPort
 from spoolvault.release.web import create_station
 from spoolvault.runtime import Runtime
+from spoolvault.servers.provider import ProviderIdentity, ProviderLink
+from spoolvault.servers.registry import register_app, touch_app
+from spoolvault.servers.remote import RemoteRelease
+from spoolvault.servers.signing import AppKey
 from spoolvault.web.hold import hold_routes
+
+APP_TOUCH_SECONDS = 60.0  # keeps this application server's key in heartbeat answers
+ROLES = ("all", "app", "provider")
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +80,28 @@ class Sockets:
 
 
 def create_app(
-    rt: Runtime, *, sockets: Sockets | None = None, dnssd: bool = False, tls: bool = False
+    rt: Runtime,
+    *,
+    sockets: Sockets | None = None,
+    dnssd: bool = False,
+    tls: bool = False,
+    role: str = "all",
+    provider: ProviderIdentity | None = None,
 ) -> Starlette:
-    """Build the ASGI app over an opened runtime; its lifespan runs the other listeners."""
+    """Build the ASGI app over an opened runtime; its lifespan runs the other listeners.
+
+    ``role`` (docs/deployment.md): ``all`` is application server and print provider in
+    one; ``app`` has no intake (IPP, raw, LPD) and hands releases to providers;
+    ``provider`` takes jobs and releases them when an application server asks, and
+    reports to the one ``provider`` names. ``all`` with ``provider`` is a site server: it
+    releases its own jobs by itself, and reports them to the primary as a provider does.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
+    if role == "provider" and provider is None:
+        raise ValueError("role provider needs a provider identity")
+    if role == "app" and provider is not None:
+        raise ValueError("an application server does not report to another")
     audit = AuditLog.open(audit_path(rt.data.root), rt.db)
     limits = rt.data.limits
     jobs = JobService(rt.db, rt.store, audit=audit, max_job_size=limits.max_job_size)
@@ -85,8 +111,24 @@ def create_app(
     identity = IdentityService(rt.db, card_key, audit=audit)
     reminders = Reminders(jobs, card_key)
     ipp = IppServer(rt, jobs, release=release)
-    api = create_api(jobs, release, identity)
-    station = create_station(jobs, release, identity=identity, tls=tls)
+    me = register_app(rt.db) if role != "provider" else None
+    if me is not None:
+        # Jobs held on print providers: every front end (release stations, MFDs, Fast
+        # Release, IPP) releases and cancels them through the provider that holds them.
+        remote = RemoteRelease(jobs, me)
+        release.remote = remote
+        jobs.forward_cancel = remote.cancel_blocking
+    api = create_api(jobs, release, identity, providers=me is not None)
+    # Release stations belong to the application server (all-in-one or app role).
+    station = create_station(jobs, release, identity=identity, tls=tls) if me else None
+    link: ProviderLink | None = None
+    if provider is not None:
+        url = provider.url
+        if url is None and sockets is not None:
+            url = sockets.address("http").url("https" if tls else "http")
+        link = ProviderLink(provider, jobs, release, url=url)
+        jobs.on_submit = link.wake
+    intake = role != "app"
 
     async def metrics(request: Request) -> Response:
         body = await run_in_threadpool(jobs.metrics.exposition)
@@ -146,17 +188,25 @@ def create_app(
                     jobs.record_event, SYSTEM, Action.SERVER_RECOVERED, detail="; ".join(recovered)
                 )
             )
-        task = asyncio.create_task(
-            housekeeping(
-                jobs,
-                incoming_timeout=timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT),
-                send_reminders=reminders.send_due,
+        tasks = []
+        if intake:
+            tasks.append(
+                asyncio.create_task(
+                    housekeeping(
+                        jobs,
+                        incoming_timeout=timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT),
+                        send_reminders=reminders.send_due,
+                    )
+                )
             )
-        )
+        if link is not None:
+            tasks.append(asyncio.create_task(link.run()))
+        if me is not None:
+            tasks.append(asyncio.create_task(_keep_key(rt, me)))
         servers: list[asyncio.AbstractServer] = []
         advertiser = None
         try:
-            if sockets is not None and sockets.raw is not None:
+            if intake and sockets is not None and sockets.raw is not None:
                 from spoolvault.intake.raw import RawLimits, serve_raw
 
                 servers.append(
@@ -170,7 +220,7 @@ def create_app(
                         ),
                     )
                 )
-            if sockets is not None and sockets.lpd is not None:
+            if intake and sockets is not None and sockets.lpd is not None:
                 from spoolvault.intake.lpd import LpdLimits, serve_lpd
 
                 servers.append(
@@ -184,7 +234,7 @@ def create_app(
                         ),
                     )
                 )
-            if dnssd and sockets is not None:
+            if intake and dnssd and sockets is not None:
                 from spoolvault.discovery.dnssd import Advertiser
 
                 http = sockets.address("http")
@@ -201,27 +251,44 @@ def create_app(
             for server in servers:
                 # A document already received finishes its commit; others are discarded.
                 await server.wait_closed()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await in_thread(audit.close)
 
     ipp_post = ipp.http_post
-    return Starlette(
-        routes=[
-            Route("/", home, methods=["GET"]),
+    routes: list[BaseRoute] = [
+        Route("/", home, methods=["GET"]),
+        Route("/healthz", health),
+        Route("/api/v1/health", health),
+        Route("/metrics", metrics),
+    ]
+    if intake:
+        routes += [
             Route("/", ipp_post, methods=["POST"]),
-            Route("/healthz", health),
-            Route("/api/v1/health", health),
-            Route("/metrics", metrics),
             *hold_routes(jobs, card_key),
             Route("/ipp/print", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", queue_page, methods=["GET"]),
             Route("/jobs", ipp_post, methods=["POST"]),
             Route("/jobs/{job_id}", ipp_post, methods=["POST"]),
-            *station.routes(),
-            Mount("/api/v1", app=api),
-        ],
-        lifespan=lifespan,
-    )
+        ]
+    if station is not None:
+        routes += station.routes()
+    if link is not None:
+        routes += link.routes()
+    routes.append(Mount("/api/v1", app=api))
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _keep_key(rt: Runtime, me: AppKey) -> None:
+    while True:
+        await asyncio.sleep(APP_TOUCH_SECONDS)
+        try:
+            await in_thread(touch_app, rt.db, me)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not refresh this application server's key")

@@ -1,0 +1,1 @@
+"""Several servers: application servers, print providers, heartbeats (docs/deployment.md)."""
