@@ -140,7 +140,11 @@ def test_server_killed_mid_stream_keeps_the_job_and_never_resends(work: Path) ->
         # A person decides to release it again: it prints, once, byte-identical.
         r = release(srv, job_id)
         assert r.status_code == 200, r.text
-        assert printer.complete == [body] and printer.accepted == 1
+        # Accepted once. On a loaded machine the first attempt's bytes may all have been in
+        # the socket buffers when the server died; the printer then holds that request
+        # whole too, unanswered (what "may have printed" warns the person about).
+        assert printer.accepted == 1 and printer.complete[-1] == body
+        assert len(printer.complete) <= 2
     finally:
         srv.stop()
         printer.stop()
