@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from spoolvault import __version__
 from spoolvault.admin import actions
-from spoolvault.archive import Archive, NoPreview, NotArchived, viewers
+from spoolvault.archive import Archive, NoPreview, NotArchived, download_name, viewers
 from spoolvault.audit import (
     Action,
     Outcome,
@@ -298,12 +298,6 @@ def _archived_out(job: Job) -> ArchivedOut:
         submitted=job.created_at,
         printed=job.completed_at,
     )
-
-
-def _download_name(job: Job) -> str:
-    ext = {"application/pdf": ".pdf", "application/postscript": ".ps", "text/plain": ".txt"}
-    base = "".join(c if c.isalnum() or c in " ._-" else "_" for c in job.title)[:80].strip()
-    return f"{base or f'job-{job.id}'}{ext.get(job.document_format, '')}"
 
 
 def _job_out(
@@ -622,7 +616,7 @@ def create_api(
         return FileResponse(
             path,
             media_type=job.document_format,
-            filename=_download_name(job),
+            filename=download_name(job),
         )
 
     @api.get(

@@ -73,7 +73,15 @@ from spoolvault.web.sessions import (
 log = logging.getLogger(__name__)
 
 StationSession = WebSession  # the name the station's tests and modules know
-__all__ = ["SESSION_MAX_SECONDS", "SessionStore", "Station", "StationSession", "create_station"]
+__all__ = [
+    "SESSION_MAX_SECONDS",
+    "PrinterState",
+    "SessionStore",
+    "Station",
+    "StationSession",
+    "create_station",
+    "printer_states",
+]
 
 SESSION_COOKIE = "spoolvault_station"
 LOGIN_COOKIE = "spoolvault_station_login"
@@ -185,6 +193,21 @@ def _printer_state(printer: Printer, health: Health | None, failure: str = "") -
     if health is None:
         return PrinterState(printer.name, printer.group, None, failure or "state not checked")
     return PrinterState(printer.name, printer.group, health.in_error, health.message)
+
+
+async def printer_states(release: ReleaseService, printers: list[Printer]) -> list[PrinterState]:
+    """The printers' health, asked all at once; one that does not answer in time says so."""
+
+    async def one(p: Printer) -> PrinterState:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                return _printer_state(p, await release.printer_health(p))
+        except TimeoutError:
+            return _printer_state(p, None, "no answer in time")
+        except (ValueError, OSError) as exc:
+            return _printer_state(p, None, f"cannot be checked: {exc}")
+
+    return list(await asyncio.gather(*(one(p) for p in printers)))
 
 
 # --------------------------------------------------------------------------- the station
@@ -615,16 +638,7 @@ class Station:
     # -- the jobs page -------------------------------------------------------------------
 
     async def _health(self, printers: list[Printer]) -> list[PrinterState]:
-        async def one(p: Printer) -> PrinterState:
-            try:
-                async with asyncio.timeout(HEALTH_TIMEOUT):
-                    return _printer_state(p, await self.release.printer_health(p))
-            except TimeoutError:
-                return _printer_state(p, None, "no answer in time")
-            except (ValueError, OSError) as exc:
-                return _printer_state(p, None, f"cannot be checked: {exc}")
-
-        return list(await asyncio.gather(*(one(p) for p in printers)))
+        return await printer_states(self.release, printers)
 
     async def _jobs_page(
         self,
