@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,6 @@ import httpx
 import pytest
 
 import ippeve
-import ipptool
 from conftest import Server, start_server
 from spoolvault.ipp.codec import IppMessage, decode, encode
 from spoolvault.ipp.constants import Operation, Status, ValueTag
@@ -166,6 +167,71 @@ def audit(srv: Server, **params: str) -> list[dict[str, object]]:
 
 def spool_files(srv: Server, kind: str) -> set[Path]:
     return set((srv.data_dir / "spool" / kind).glob("*.spool"))
+
+
+def text_pdf(*lines: str) -> bytes:
+    """A one-page A4 PDF that shows ``lines`` in large Helvetica (a preview has ink)."""
+    text = " ".join(
+        f"BT /F1 28 Tf 60 {760 - 40 * n} Td ({line}) Tj ET" for n, line in enumerate(lines)
+    ).encode()
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
+        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(text) + text + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objs, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    for off in offsets:
+        out += b"%010d 00000 n \n" % off
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def dark_pixels(png: bytes) -> int:
+    """How many pixels of an 8-bit RGB PNG (Ghostscript's png16m) are not near white."""
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", data[:10])
+            assert (depth, color) == (8, 2), "expected 8-bit RGB"
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + length
+    raw, stride, bpp = zlib.decompress(idat), width * 3, 3
+    prev, dark = bytearray(stride), 0
+    for y in range(height):
+        kind, row = (
+            raw[y * (stride + 1)],
+            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
+        )
+        for i in range(stride):
+            a = row[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                row[i] = (row[i] + a) & 0xFF
+            elif kind == 2:
+                row[i] = (row[i] + b) & 0xFF
+            elif kind == 3:
+                row[i] = (row[i] + (a + b) // 2) & 0xFF
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                row[i] = (row[i] + pred) & 0xFF
+        dark += sum(1 for x in range(0, stride, 3) if min(row[x : x + 3]) < 128)
+        prev = row
+    return dark
 
 
 def wait_for_body(printer: ippeve.EvePrinter, body: bytes, timeout: float = 30) -> None:
@@ -353,14 +419,13 @@ def test_switching_encryption_in_the_page_applies_to_the_next_job(
     ][:1]
     assert "spool_file_encryption false -> true" in str(change["detail"])
     # The job held encrypted while encryption was off is still releasable, and prints.
-    with api(srv) as c:
+    with httpx.Client(base_url=srv.url + "/api/v1", timeout=60) as c:
         r = c.post("/release/session", json={"username": "otto", "password": PASSWORD})
         token = r.json()["token"]
         r = c.post(
             f"/release/jobs/{first}",
             json={"printer": "lobby"},
             headers={"Authorization": f"Bearer {token}"},
-            auth=None,
         )
         assert r.status_code == 200, r.text
     wait_for_body(printer, held)
@@ -516,7 +581,7 @@ def test_archive_page_lists_and_previews_archived_documents(
     patch_settings(srv, print_archiving=True, print_archive_viewers="admin")
     try:
         time.sleep(2.1)  # the server re-reads settings changed over the API within 2 s
-        pdf = ipptool.minimal_pdf(2, marker="tove minutes")
+        pdf = text_pdf("Minutes of the board", "24 November 2026", "Confidential")
         archived = submit(srv, "tove", pdf, "Tove minutes.pdf", "application/pdf")
         text = submit(srv, "tove", b"plain words\n", "Tove note.txt")
         admin.goto(srv.url + "/admin/jobs?owner=tove")
@@ -536,6 +601,10 @@ def test_archive_page_lists_and_previews_archived_documents(
             " return i.complete && i.naturalWidth > 100; }"
         )
         shot(admin, "archive-preview")
+        # The image is the document's first page, with its text: not a blank page.
+        png = admin.request.get(srv.url + f"/admin/archive/{archived}/preview.png")
+        assert png.ok and png.headers["content-type"] == "image/png"
+        assert dark_pixels(png.body()) > 500
         with admin.expect_download() as download:
             admin.click("#download")
         assert Path(download.value.path()).read_bytes() == pdf
