@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import struct
 import time
 import zlib
@@ -621,3 +622,27 @@ def test_archive_page_lists_and_previews_archived_documents(
     finally:
         patch_settings(srv, print_archiving=False, print_archive_viewers="")
         patch_settings(srv, spool_file_encryption=True)
+
+
+def test_repeated_wrong_passwords_lock_the_admin_login(srv: Server) -> None:
+    add_user(srv, "ulla", is_admin=True)
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        statuses = []
+        for _ in range(7):
+            page = c.get("/admin/login")
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token is not None
+            form = {"csrf": token.group(1), "username": "ulla", "password": "not-it"}
+            statuses.append(c.post("/admin/login", data=form).status_code)
+            if statuses[-1] == 429:
+                break
+        assert statuses[0] == 401 and statuses[-1] == 429, statuses
+        # Locked: the right password is refused too, with the wait.
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/admin/login").text)
+        assert token is not None
+        r = c.post(
+            "/admin/login", data={"csrf": token.group(1), "username": "ulla", "password": PASSWORD}
+        )
+        assert r.status_code == 429 and r.headers["retry-after"].isdigit()
+        assert "Too many failed logins" in r.text
+        assert "spoolvault_admin" not in r.cookies
