@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import ippeve
-from conftest import Server, start_server
+from conftest import ADMIN, Server, start_server
 from spoolvault.ipp.codec import IppMessage, decode, encode
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 from test_ipp_server import job_group, new_request
@@ -41,7 +41,6 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--disable-sync",
 ]
-ADMIN = ("admin", "admin-pw-123")
 PASSWORD = "password-1"
 LAPTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 820, "height": 1180}
@@ -64,15 +63,6 @@ def browser() -> Iterator[Browser]:
             yield b
         finally:
             b.close()
-
-
-@pytest.fixture(scope="module")
-def printer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ippeve.EvePrinter]:
-    p = ippeve.start_printer(tmp_path_factory.mktemp("ippeve"))
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture(scope="module")
