@@ -91,6 +91,12 @@ FAST_RELEASE_NOTE = (
     "Fast Release terminals cannot block: a card tap releases all of the user's jobs at "
     "once, whatever the printer's state."
 )
+# String settings whose names say they hold a secret (the audit log's rule: these words)
+# are write-only on the page, like passwords.
+_SECRET_WORDS = frozenset({"password", "secret", "pin", "token", "key", "credential"})
+SECRET_SETTINGS = frozenset(
+    s.name for s in SETTINGS if s.type is str and _SECRET_WORDS & set(s.name.split("_"))
+)
 MODES = {
     PrinterMode.HOLD.value: "hold: jobs wait until their owner releases them",
     PrinterMode.ADMIN_RELEASE.value: "admin-release: only an administrator releases jobs",
@@ -448,6 +454,9 @@ class AdminPages:
                 new[setting.name] = "true" in form.getlist(setting.name)
                 continue
             text = form_field(form, setting.name)
+            if setting.name in SECRET_SETTINGS and not text:
+                new[setting.name] = current.get(setting.name)  # write-only: empty keeps it
+                continue
             try:
                 new[setting.name] = setting.parse(text) if setting.type is int else text.strip()
             except InvalidSetting as exc:
@@ -511,6 +520,7 @@ class AdminPages:
             error=error,
             exclusion=EXCLUSION_REASON,
             applies=APPLIES_TO_NEW_JOBS,
+            secret=SECRET_SETTINGS,
         )
 
     # -- printers ----------------------------------------------------------------------
