@@ -194,5 +194,12 @@ def _looks_like_pdf_or_ps(path: Path) -> bool:
     return head.startswith((b"%PDF", b"%!")) or b"%PDF-" in head
 
 
+def download_name(job: Job) -> str:
+    """A file name for a downloaded archived document: its title, made safe."""
+    ext = {"application/pdf": ".pdf", "application/postscript": ".ps", "text/plain": ".txt"}
+    base = "".join(c if c.isalnum() or c in " ._-" else "_" for c in job.title)[:80].strip()
+    return f"{base or f'job-{job.id}'}{ext.get(job.document_format, '')}"
+
+
 def cutoff(now: datetime, days: int) -> datetime:
     return now - timedelta(days=days)

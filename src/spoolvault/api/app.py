@@ -28,12 +28,11 @@ from fastapi.security import (
 from pydantic import BaseModel, Field
 
 from spoolvault import __version__
-from spoolvault.archive import Archive, NoPreview, NotArchived, viewers
+from spoolvault.admin import actions
+from spoolvault.archive import Archive, NoPreview, NotArchived, download_name, viewers
 from spoolvault.audit import (
     Action,
     Outcome,
-    describe_refused_settings,
-    describe_settings_change,
     list_events,
 )
 from spoolvault.db import Job, Printer, UserExists
@@ -62,10 +61,7 @@ from spoolvault.printers.registry import (
     PrinterExists,
     PrinterInUse,
     PrinterNotFound,
-    add_printer,
     list_printers,
-    remove_printer,
-    update_printer,
 )
 from spoolvault.release.access import cancel_for, release_for, visible_jobs
 from spoolvault.servers.registry import (
@@ -172,11 +168,6 @@ class UserOut(BaseModel):
 
 def _user_out(info: UserInfo) -> UserOut:
     return UserOut(**vars(info))
-
-
-def _changed(fields: set[str]) -> str:
-    """``user.change`` detail: which fields, never their values."""
-    return ", ".join(sorted(fields)) or "nothing"
 
 
 class PrinterOut(BaseModel):
@@ -307,12 +298,6 @@ def _archived_out(job: Job) -> ArchivedOut:
         submitted=job.created_at,
         printed=job.completed_at,
     )
-
-
-def _download_name(job: Job) -> str:
-    ext = {"application/pdf": ".pdf", "application/postscript": ".ps", "text/plain": ".txt"}
-    base = "".join(c if c.isalnum() or c in " ._-" else "_" for c in job.title)[:80].strip()
-    return f"{base or f'job-{job.id}'}{ext.get(job.document_format, '')}"
 
 
 def _job_out(
@@ -448,10 +433,7 @@ def create_api(
 
     @api.post("/printers", status_code=201, response_model=PrinterOut)
     async def create_printer(body: PrinterIn, user: Annotated[str, Depends(admin)]) -> PrinterOut:
-        printer = await in_thread(lambda: add_printer(db, **body.model_dump()))
-        await record(
-            user, Action.PRINTER_CHANGE, printer=printer.name, detail=f"added {printer.uri}"
-        )
+        printer = await in_thread(actions.add_printer, jobs, user, body.model_dump())
         return _printer_out(printer)
 
     @api.patch("/printers/{name}", response_model=PrinterOut)
@@ -460,16 +442,12 @@ def create_api(
     ) -> PrinterOut:
         """Change a printer's settings; only the fields sent change."""
         changes = body.model_dump(exclude_unset=True)
-        printer, detail = await in_thread(update_printer, db, name, changes)
-        await record(user, Action.PRINTER_CHANGE, printer=name, detail=detail)
-        return _printer_out(printer)
+        return _printer_out(await in_thread(actions.change_printer, jobs, user, name, changes))
 
     @api.delete("/printers/{name}", response_model=PrinterOut)
     async def delete_printer(name: str, user: Annotated[str, Depends(admin)]) -> PrinterOut:
         """Remove a printer; 409 while jobs are held on its own queue."""
-        printer = await in_thread(remove_printer, db, name)
-        await record(user, Action.PRINTER_CHANGE, printer=name, detail="removed")
-        return _printer_out(printer)
+        return _printer_out(await in_thread(actions.remove_printer, jobs, user, name))
 
     @api.get("/printers", response_model=list[PrinterOut])
     async def get_printers(_: Annotated[str, Depends(admin)]) -> list[PrinterOut]:
@@ -482,10 +460,7 @@ def create_api(
     async def create_user(body: UserIn, user: Annotated[str, Depends(admin)]) -> UserOut:
         """Create a user; card numbers, PINs and passwords are stored hashed only."""
         fields = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"username"})
-        info = await in_thread(identity.users.add, body.username, fields)
-        await record(
-            user, Action.USER_CHANGE, detail=f"created {body.username}: {_changed(set(fields))}"
-        )
+        info = await in_thread(actions.add_user, jobs, identity, user, body.username, fields)
         return _user_out(info)
 
     @api.get("/users", response_model=list[UserOut])
@@ -502,8 +477,7 @@ def create_api(
     ) -> UserOut:
         """Set or clear a user's card, PIN, password, ID number, name, e-mail, groups."""
         fields = body.model_dump(exclude_unset=True)
-        info = await in_thread(identity.users.update, username, fields)
-        await record(user, Action.USER_CHANGE, detail=f"{username}: {_changed(set(fields))}")
+        info = await in_thread(actions.change_user, jobs, identity, user, username, fields)
         return _user_out(info)
 
     @api.put("/users/{username}/delegates", response_model=DelegatesOut)
@@ -511,9 +485,9 @@ def create_api(
         username: str, body: DelegatesIn, user: Annotated[str, Depends(admin)]
     ) -> DelegatesOut:
         """Exactly these users and groups' members may release ``username``'s jobs."""
-        info = await in_thread(identity.users.set_delegates, username, body.users, body.groups)
-        detail = f"{username} delegates to users {info.delegates}, groups {info.delegate_groups}"
-        await record(user, Action.USER_CHANGE, detail=detail)
+        info = await in_thread(
+            actions.set_delegates, jobs, identity, user, username, body.users, body.groups
+        )
         return DelegatesOut(users=info.delegates, groups=info.delegate_groups)
 
     @api.get("/jobs", response_model=list[JobOut])
@@ -542,21 +516,7 @@ def create_api(
     async def patch_settings(
         name: str, changes: dict[str, Any], user: Annotated[str, Depends(admin)]
     ) -> JSONResponse:
-        def change() -> dict[str, Any]:
-            try:
-                old = db.get_settings(name)
-                new = db.update_settings(name, changes)
-            except ClientError as exc:
-                detail = describe_refused_settings(name, list(changes), str(exc))
-                jobs.record_event(
-                    user, Action.SETTINGS_CHANGE, outcome=Outcome.REFUSED, detail=detail
-                )
-                raise
-            detail = describe_settings_change(name, old, new, list(changes))
-            jobs.record_event(user, Action.SETTINGS_CHANGE, detail=detail)
-            return new
-
-        new = await in_thread(change)
+        new = await in_thread(actions.change_settings, jobs, user, name, changes)
         warnings = await in_thread(warnings_for, db, name, new)
         return JSONResponse(new, headers=_warning_header(warnings))
 
@@ -656,7 +616,7 @@ def create_api(
         return FileResponse(
             path,
             media_type=job.document_format,
-            filename=_download_name(job),
+            filename=download_name(job),
         )
 
     @api.get(

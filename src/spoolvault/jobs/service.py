@@ -206,6 +206,10 @@ class JobService:
             self._settings = (values, time.monotonic() + SETTINGS_TTL)
         return values
 
+    def forget_settings(self) -> None:
+        """Read the settings afresh for the next job (after this process changed them)."""
+        self._settings = ({}, 0.0)
+
     def encryption_enabled(self) -> bool:
         """Spool File Encryption for new jobs, per the primary server's setting."""
         return bool(self.settings()[SPOOL_FILE_ENCRYPTION])

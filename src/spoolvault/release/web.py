@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import hmac
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +36,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import jinja2
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -66,14 +62,30 @@ from spoolvault.settings import (
     RELEASE_STATION_CARD_PIN,
     RELEASE_STATION_IDLE_SECONDS,
 )
+from spoolvault.web.pages import SECURITY_HEADERS, form_field, size, templates
+from spoolvault.web.sessions import (
+    SESSION_MAX_SECONDS,
+    LoginTokens,
+    SessionStore,
+    WebSession,
+)
 
 log = logging.getLogger(__name__)
+
+StationSession = WebSession  # the name the station's tests and modules know
+__all__ = [
+    "SESSION_MAX_SECONDS",
+    "PrinterState",
+    "SessionStore",
+    "Station",
+    "StationSession",
+    "create_station",
+    "printer_states",
+]
 
 SESSION_COOKIE = "spoolvault_station"
 LOGIN_COOKIE = "spoolvault_station_login"
 COOKIE_PATH = "/release"
-SESSION_MAX_SECONDS = 30 * 60  # a station session ends after this, however busy
-MAX_SESSIONS = 10_000  # memory bound: the oldest sessions go first
 MAX_FORM_BYTES = 16 * 1024
 MAX_LISTED = 200  # jobs shown on one page (a manager may face thousands)
 LISTED_STATES = (JobState.HELD, JobState.FAILED)
@@ -81,16 +93,6 @@ HEALTH_TIMEOUT = 4.0  # seconds a page waits for printers' state (checks time ou
 _FIELD_LIMITS = {"username": 255, "password": 1024, "card": 128, "pin": 64}
 _HERE = Path(__file__).parent
 _STATIC = {"station.css": "text/css", "station.js": "text/javascript"}
-_SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 
 # --------------------------------------------------------------------------- sessions
@@ -115,85 +117,7 @@ class Flash:
     blocked: str | None = None  # a printer a release just found in error
 
 
-@dataclass(eq=False)
-class StationSession:
-    """One logged-in user at one browser."""
-
-    user: str
-    is_admin: bool
-    token: str = field(repr=False)
-    csrf: str = field(repr=False)
-    created: float
-    seen: float
-    flash: Flash | None = None
-
-
-class SessionStore:
-    """Server-side station sessions with idle and absolute expiry (event-loop thread only)."""
-
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        max_age: float = SESSION_MAX_SECONDS,
-        max_sessions: int = MAX_SESSIONS,
-    ) -> None:
-        self.clock = clock
-        self.max_age = max_age
-        self.max_sessions = max_sessions
-        self._sessions: dict[str, StationSession] = {}
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def open(self, user: str, *, is_admin: bool, idle: float) -> StationSession:
-        """A new session with fresh random tokens."""
-        now = self.clock()
-        for token in [t for t, s in self._sessions.items() if self._expired(s, now, idle)]:
-            del self._sessions[token]
-        while len(self._sessions) >= self.max_sessions:
-            del self._sessions[next(iter(self._sessions))]  # dicts keep insertion order
-        session = StationSession(
-            user=user,
-            is_admin=is_admin,
-            token=secrets.token_urlsafe(32),
-            csrf=secrets.token_urlsafe(32),
-            created=now,
-            seen=now,
-        )
-        self._sessions[session.token] = session
-        return session
-
-    def _expired(self, session: StationSession, now: float, idle: float) -> bool:
-        return now - session.seen > idle or now - session.created > self.max_age
-
-    def get(self, token: str | None, *, idle: float) -> StationSession | None:
-        """The live session of ``token`` (its idle clock restarts), or None once expired."""
-        session = self._sessions.get(token) if token else None
-        if session is None:
-            return None
-        now = self.clock()
-        if self._expired(session, now, idle):
-            del self._sessions[session.token]
-            return None
-        session.seen = now
-        return session
-
-    def close(self, session: StationSession) -> None:
-        self._sessions.pop(session.token, None)
-
-
 # --------------------------------------------------------------------------- presentation
-
-
-def _size(n: int) -> str:
-    units = ("bytes", "KB", "MB", "GB", "TB")
-    value, unit = float(n), 0
-    while value >= 1000 and unit < len(units) - 1:
-        value, unit = value / 1000, unit + 1
-    if unit == 0:
-        return f"{n} bytes"
-    return f"{value:.1f} {units[unit]}" if value < 10 else f"{value:.0f} {units[unit]}"
 
 
 def _time_left(seconds: float) -> str:
@@ -243,7 +167,7 @@ def _job_row(job: Job, *, now: datetime, expires: datetime) -> JobRow:
         owner=job.owner,
         title=job.title or f"job {job.id}",
         pages="" if job.pages is None else f"{job.pages} page" + ("" if job.pages == 1 else "s"),
-        size=_size(job.size),
+        size=size(job.size),
         submitted=_submitted(job.created_at, now),
         queue=job.queue,
         state=job.state.value,
@@ -271,6 +195,21 @@ def _printer_state(printer: Printer, health: Health | None, failure: str = "") -
     return PrinterState(printer.name, printer.group, health.in_error, health.message)
 
 
+async def printer_states(release: ReleaseService, printers: list[Printer]) -> list[PrinterState]:
+    """The printers' health, asked all at once; one that does not answer in time says so."""
+
+    async def one(p: Printer) -> PrinterState:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                return _printer_state(p, await release.printer_health(p))
+        except TimeoutError:
+            return _printer_state(p, None, "no answer in time")
+        except (ValueError, OSError) as exc:
+            return _printer_state(p, None, f"cannot be checked: {exc}")
+
+    return list(await asyncio.gather(*(one(p) for p in printers)))
+
+
 # --------------------------------------------------------------------------- the station
 
 
@@ -292,14 +231,8 @@ class Station:
         self.db = jobs.db
         self.tls = tls
         self.sessions = SessionStore(clock)
-        self._secret = secrets.token_bytes(32)  # login-form CSRF tokens, per process
-        self.templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(_HERE / "templates"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self.login_tokens = LoginTokens()  # login-form CSRF tokens, per process
+        self.templates = templates(_HERE / "templates")
         self._static = {
             name: ((_HERE / "static" / name).read_bytes(), media) for name, media in _STATIC.items()
         }
@@ -316,7 +249,7 @@ class Station:
 
     def _render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = self.templates.get_template(template).render(**context)
-        return HTMLResponse(body, status_code=status, headers=_SECURITY_HEADERS)
+        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
     def _error(self, status: int, title: str, message: str, back: str) -> HTMLResponse:
         return self._render(
@@ -337,7 +270,7 @@ class Station:
         )
 
     def _redirect(self, url: str) -> RedirectResponse:
-        return RedirectResponse(url, status_code=303, headers=_SECURITY_HEADERS)
+        return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
 
     async def static(self, request: Request) -> Response:
         found = self._static.get(request.path_params["name"])
@@ -383,9 +316,6 @@ class Station:
 
     # -- login ---------------------------------------------------------------------------
 
-    def _login_token(self, nonce: str) -> str:
-        return hmac.new(self._secret, nonce.encode(), hashlib.sha256).hexdigest()
-
     def _login_page(
         self,
         request: Request,
@@ -398,14 +328,14 @@ class Station:
         headers: Mapping[str, str] | None = None,
     ) -> Response:
         nonce = request.cookies.get(LOGIN_COOKIE, "")
-        fresh = not (16 <= len(nonce) <= 64 and nonce.isascii())
+        fresh = not LoginTokens.usable_nonce(nonce)
         if fresh:
-            nonce = secrets.token_urlsafe(32)
+            nonce = LoginTokens.new_nonce()
         response = self._render(
             "login.html",
             status,
             printer=printer,
-            csrf=self._login_token(nonce),
+            csrf=self.login_tokens.token(nonce),
             notice=notice,
             error=error,
             card_pin=bool(settings[RELEASE_STATION_CARD_PIN]),
@@ -436,9 +366,7 @@ class Station:
         self, request: Request, form: FormData, printer: Printer | None, settings: Mapping[str, Any]
     ) -> Response:
         nonce = request.cookies.get(LOGIN_COOKIE, "")
-        if not nonce or not hmac.compare_digest(
-            _field(form, "csrf").encode(), self._login_token(nonce).encode()
-        ):
+        if not self.login_tokens.check(nonce, _field(form, "csrf")):
             return self._csrf_refused(printer)
         method = _field(form, "method")
         values = {k: _field(form, k) for k in _FIELD_LIMITS}
@@ -529,7 +457,7 @@ class Station:
                 # Ended (idle, logged out elsewhere) or never was: nothing is done, and the
                 # login page says why.
                 return self._redirect(here)
-            if not hmac.compare_digest(_field(form, "csrf").encode(), session.csrf.encode()):
+            if not session.csrf_ok(_field(form, "csrf")):
                 return self._csrf_refused(printer)
             manager = (
                 session.is_admin
@@ -710,16 +638,7 @@ class Station:
     # -- the jobs page -------------------------------------------------------------------
 
     async def _health(self, printers: list[Printer]) -> list[PrinterState]:
-        async def one(p: Printer) -> PrinterState:
-            try:
-                async with asyncio.timeout(HEALTH_TIMEOUT):
-                    return _printer_state(p, await self.release.printer_health(p))
-            except TimeoutError:
-                return _printer_state(p, None, "no answer in time")
-            except (ValueError, OSError) as exc:
-                return _printer_state(p, None, f"cannot be checked: {exc}")
-
-        return list(await asyncio.gather(*(one(p) for p in printers)))
+        return await printer_states(self.release, printers)
 
     async def _jobs_page(
         self,
@@ -795,9 +714,7 @@ class Station:
         )
 
 
-def _field(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
+_field = form_field
 
 
 def create_station(

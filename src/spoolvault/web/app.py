@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from spoolvault import __version__
+from spoolvault.admin.web import create_admin
 from spoolvault.api.app import create_api
 from spoolvault.archive import Archive, archive_dir
 from spoolvault.audit import SYSTEM, Action, AuditLog, audit_path
@@ -121,6 +122,8 @@ def create_app(
     api = create_api(jobs, release, identity, providers=me is not None)
     # Release stations belong to the application server (all-in-one or app role).
     station = create_station(jobs, release, identity=identity, tls=tls) if me else None
+    # So does the admin web interface.
+    admin = create_admin(rt, jobs, release, identity, audit, tls=tls) if me else None
     link: ProviderLink | None = None
     if provider is not None:
         url = provider.url
@@ -277,6 +280,8 @@ def create_app(
         ]
     if station is not None:
         routes += station.routes()
+    if admin is not None:
+        routes += admin.routes()
     if link is not None:
         routes += link.routes()
     routes.append(Mount("/api/v1", app=api))
