@@ -13,15 +13,31 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import ippeve
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 from spoolvault.spool.keys import KeyFileProvider
 from spoolvault.spool.store import EncryptedSpool
 
 SPOOLVAULT = [sys.executable, "-m", "spoolvault"]
 ADMIN = ("admin", "admin-pw-123")  # the administrator of servers started by `srv`
+# Browser tests drive Debian's Chromium (Playwright's own download does not work here).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
 CS = 4096  # the smallest chunk size a reader accepts: many chunks for few bytes
 _LISTEN_RE = re.compile(r"listening on (https?://\S+)")
 
@@ -178,3 +194,16 @@ def srv(tmp_path: Path) -> Iterator[Server]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium through Playwright, shared by a module's tests."""
+    from playwright import sync_api as playwright_sync
+
+    with playwright_sync.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import ippeve
-from conftest import ADMIN, Server, start_server
+from conftest import ADMIN, CHROMIUM, Server, start_server
 from spoolvault.ipp.codec import IppMessage, decode, encode
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 from test_ipp_server import job_group, new_request
@@ -30,17 +30,6 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E
 
 expect.set_options(timeout=15_000)  # two shared cores: slow, not wrong
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 PASSWORD = "password-1"
 LAPTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 820, "height": 1180}
@@ -53,16 +42,6 @@ pytestmark = [
 
 
 # -- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with playwright_sync.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

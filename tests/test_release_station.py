@@ -19,7 +19,7 @@ import pytest
 import cupsd
 import ippeve
 import ipptool
-from conftest import Server, start_server
+from conftest import ADMIN, CHROMIUM, Server, start_server
 from spoolvault.ipp.codec import IppMessage, decode, encode
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 from test_ipp_server import job_group, new_request
@@ -31,18 +31,6 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E
 # can take more than Playwright's default 5 s. Failures still fail, only later.
 expect.set_options(timeout=15_000)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
-ADMIN = ("admin", "admin-pw-123")
 PASSWORD = "password-1"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -55,16 +43,6 @@ pytestmark = [
 
 
 # -- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with playwright_sync.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")
