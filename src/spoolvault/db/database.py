@@ -184,6 +184,8 @@ class _GroupInsert:
                     self._cond.acquire()
                     self._busy = False
                     for e in batch:
+                        if e.job.id is None and e.error is None:  # the leader was interrupted
+                            e.error = RuntimeError("the job record was not committed")
                         e.done = True
                     self._cond.notify_all()
         if entry.error is not None:
