@@ -146,6 +146,7 @@ def _create_engine(url: URL) -> Engine:
 class _Pending:
     job: Job
     done: bool = False
+    committed: bool = False
     error: BaseException | None = None
 
 
@@ -184,7 +185,7 @@ class _GroupInsert:
                     self._cond.acquire()
                     self._busy = False
                     for e in batch:
-                        if e.job.id is None and e.error is None:  # the leader was interrupted
+                        if not e.committed and e.error is None:  # the leader was interrupted
                             e.error = RuntimeError("the job record was not committed")
                         e.done = True
                     self._cond.notify_all()
@@ -222,6 +223,7 @@ class _GroupInsert:
             return
         for e, job_id in zip(batch, ids, strict=True):
             e.job.id = job_id
+            e.committed = True
 
 
 class Database:
