@@ -640,6 +640,8 @@ def user_add(
     admin: Annotated[bool, typer.Option("--admin", help="Make an administrator.")] = False,
 ) -> None:
     """Create a local user."""
+    from spoolvault.admin.actions import changed_fields
+
     try:
         fields: dict[str, object] = {}
         if password:
@@ -660,7 +662,7 @@ def user_add(
             fields["is_admin"] = True
         with _users(data_dir, database) as users:
             users.add(username, fields)
-        _audit_users(data_dir, database, f"created {username}: {', '.join(sorted(fields))}")
+        _audit_users(data_dir, database, f"created {username}: {changed_fields(set(fields))}")
     except SpoolvaultError as exc:
         _fail(str(exc))
     _print_user_done("added", username)
