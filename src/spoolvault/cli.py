@@ -309,6 +309,9 @@ def _serve(
                 ),
                 log_config=None,
                 access_log=False,
+                # No X-Forwarded-For: uvicorn would trust it from 127.0.0.1, so any local
+                # process could pose as another client (lockout is per client address).
+                proxy_headers=False,
                 lifespan="on",
                 timeout_graceful_shutdown=10,
                 # Header, body and size limits uvicorn lacks (web/guard.py), and its own

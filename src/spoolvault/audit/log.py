@@ -40,7 +40,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -106,6 +106,19 @@ FIELDS: Final = ("id", "at", "actor", "action", "job_id", "printer", "outcome", 
 _LINE_KEYS: Final = frozenset({*FIELDS, "hash"})
 # Setting names with these words never have their values recorded.
 _SECRET_WORDS: Final = frozenset({"password", "secret", "pin", "token", "key", "credential"})
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """An event to record (``AuditLog.record_many``): ``record``'s arguments."""
+
+    actor: str
+    action: Action
+    job_id: int | None = None
+    printer: str | None = None
+    outcome: Outcome = Outcome.OK
+    detail: str = ""
+    at: datetime | None = None
 
 
 class AuditError(Exception):
@@ -192,6 +205,18 @@ class QueuedAudit:
             )
         except OSError as exc:  # never breaks what it records, as AuditLog.record
             log.error("audit event NOT queued (%s by %s, job %s): %s", action, actor, job_id, exc)
+
+    def record_many(self, entries: Sequence[AuditEntry]) -> None:
+        for e in entries:
+            self.record(
+                e.actor,
+                e.action,
+                job_id=e.job_id,
+                printer=e.printer,
+                outcome=e.outcome,
+                detail=e.detail,
+                at=e.at,
+            )
 
     def sync(self, timeout: float = 10.0) -> bool:
         return False  # the server records queued events within seconds
@@ -540,29 +565,45 @@ class AuditLog:
         Never raises: a failure is logged at ERROR, makes ``status`` ``error`` and returns
         None. ``detail`` is metadata only: never document content, passwords, PINs or keys.
         """
+        entry = AuditEntry(actor, action, job_id, printer, outcome, detail, at)
+        events = self.record_many([entry])
+        return None if events is None else events[0]
+
+    def record_many(self, entries: Sequence[AuditEntry]) -> list[Event] | None:
+        """Record events in this order with one fsync; return once all lines are durable.
+
+        Never raises, as ``record``; None if any of them was not durably recorded.
+        """
+        events: list[Event] = []
         try:
-            event = self._append(
-                actor,
-                action,
-                job_id=job_id,
-                printer=printer,
-                outcome=outcome,
-                detail=detail,
-                at=at if at is not None else self.clock(),
-            )
-            self._sync_file(event.id)
+            for e in entries:
+                at = e.at if e.at is not None else self.clock()
+                events.append(
+                    self._append(
+                        e.actor,
+                        e.action,
+                        job_id=e.job_id,
+                        printer=e.printer,
+                        outcome=e.outcome,
+                        detail=e.detail,
+                        at=at,
+                    )
+                )
+            if events:
+                self._sync_file(events[-1].id)
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}"
-            log.error(
-                "audit event NOT (durably) recorded (%s by %s, job %s, %s): %s",
-                action,
-                actor,
-                job_id,
-                outcome,
-                self._error,
-            )
+            for e in entries:  # appended ones too: none of them is known to be durable
+                log.error(
+                    "audit event NOT (durably) recorded (%s by %s, job %s, %s): %s",
+                    e.action,
+                    e.actor,
+                    e.job_id,
+                    e.outcome,
+                    self._error,
+                )
             return None
-        return event
+        return events
 
     def _append(self, actor: str, action: Action, *, at: datetime, **kw: Any) -> Event:
         with self._lock:

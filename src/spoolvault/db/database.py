@@ -180,7 +180,7 @@ class _GroupInsert:
                 self._busy, batch, self._pending = True, self._pending, []
                 self._cond.release()
                 try:
-                    self._commit(batch)
+                    self.commit(batch)
                 finally:
                     self._cond.acquire()
                     self._busy = False
@@ -208,7 +208,8 @@ class _GroupInsert:
             setattr(job, column.key, value)
         return {column.key: job.__dict__[column.key] for column in self._columns}
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def commit(self, batch: list[_Pending]) -> None:
+        """Insert these jobs in one transaction (one at a time if that fails)."""
         rows = [self._row(e.job) for e in batch]
         try:
             with self.engine.begin() as conn:
@@ -219,7 +220,7 @@ class _GroupInsert:
                 return
             # One bad row (a duplicate spool name) must not fail the others: one at a time.
             for e in batch:
-                self._commit([e])
+                self.commit([e])
             return
         for e, job_id in zip(batch, ids, strict=True):
             e.job.id = job_id
@@ -362,8 +363,46 @@ class Database:
         **details: Any,
     ) -> Job:
         """Record a job and commit; return it with its new id (a positive integer)."""
+        return self._jobs_in.add(
+            self.new_job(
+                owner=owner,
+                queue=queue,
+                spool_name=spool_name,
+                size=size,
+                encrypted=encrypted,
+                title=title,
+                state=state,
+                state_reason=state_reason,
+                pages=pages,
+                key_id=key_id,
+                format_version=format_version,
+                server=server,
+                created_at=created_at,
+                **details,
+            )
+        )
+
+    def new_job(
+        self,
+        *,
+        owner: str,
+        queue: str,
+        spool_name: str | None,
+        size: int,
+        encrypted: bool,
+        title: str = "",
+        state: JobState | str = JobState.HELD,
+        state_reason: str | None = None,
+        pages: int | None = None,
+        key_id: str | None = None,
+        format_version: int | None = None,
+        server: str = PRIMARY_SERVER,
+        created_at: datetime | None = None,
+        **details: Any,
+    ) -> Job:
+        """A job not recorded yet (``add_job`` and ``add_jobs`` record it)."""
         now = created_at if created_at is not None else self.clock()
-        job = Job(
+        return Job(
             owner=owner,
             title=title,
             queue=queue,
@@ -380,7 +419,19 @@ class Database:
             updated_at=now,
             **details,
         )
-        return self._jobs_in.add(job)
+
+    def add_jobs(self, jobs: list[Job]) -> list[BaseException | None]:
+        """Record new jobs (``new_job``) in one transaction where possible, at once.
+
+        Each job gets its id, or its error in the list returned (None: recorded); one bad
+        job (a duplicate spool name) does not keep the others from being recorded.
+        """
+        entries = [_Pending(job) for job in jobs]
+        self._jobs_in.commit(entries)
+        return [
+            e.error or (None if e.committed else RuntimeError("the job record was not committed"))
+            for e in entries
+        ]
 
     def get_job(self, job_id: int) -> Job | None:
         """The job with this id, or None."""

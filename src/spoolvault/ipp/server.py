@@ -167,7 +167,8 @@ class IppServer:
 
     async def settings(self) -> dict[str, object]:
         """The primary server's settings (cached by the job service)."""
-        return await in_thread(self.jobs.settings)
+        values = self.jobs.cached_settings()
+        return values if values is not None else await in_thread(self.jobs.settings)
 
     # -- HTTP ------------------------------------------------------------------------
 

@@ -18,7 +18,9 @@ half-visible job.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,10 +36,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import ColumnElement, func, or_, select, true, update
 
 from spoolvault.archive import Archive
-from spoolvault.audit import SYSTEM, Action, AuditLog, Outcome, QueuedAudit
+from spoolvault.audit import SYSTEM, Action, AuditEntry, AuditLog, Outcome, QueuedAudit
 from spoolvault.db import Database, Job, JobState, Printer
 from spoolvault.db.models import utcnow
-from spoolvault.errors import ClientError, SpoolError
+from spoolvault.errors import ClientError, SpoolError, SpoolWriteError
 from spoolvault.jobs.pages import PageCounter
 from spoolvault.metrics import Metrics
 from spoolvault.settings import (
@@ -49,6 +51,8 @@ from spoolvault.settings import (
     SPOOL_FILE_ENCRYPTION,
 )
 from spoolvault.spool.store import SpoolFile, SpoolStore, SpoolWriter
+from spoolvault.util.batch import BatchWorker, settled
+from spoolvault.util.fs import fsync_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,20 +75,34 @@ _CANCEL_ACTIONS = {
 }
 
 
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+# The blocking steps' threads: a plain executor costs a third of anyio's to_thread per
+# call (no capacity limiter or cancel scope), and intake makes several calls per job.
+_WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=40, thread_name_prefix="spoolvault")
+
+
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run a blocking step in a worker thread, and wait for it to end even if cancelled.
 
     Cancelling the awaiting task does not stop a thread: without the wait, clean-up code
     (aborting a writer, deleting a file) would race the thread still using them.
     """
-    fut = asyncio.ensure_future(anyio.to_thread.run_sync(fn, *args))
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        while not fut.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({fut})
-        raise
+    return await settled(asyncio.get_running_loop().run_in_executor(_WORKERS, fn, *args))
+
+
+@dataclass(eq=False)
+class _Intake:
+    """A received document on its way to becoming a durable held job (``_commit_batch``)."""
+
+    sub: Submission
+    pages: int | None
+    spool_file: SpoolFile | None = None  # the document, committed (by the time it is queued)
+    job_id: int | None = None  # an INCOMING job (Create-Job) that gets this document
+    dir_synced: bool = True  # False: the rename of its file awaits a directory fsync
 
 
 class JobNotFound(ClientError):
@@ -170,6 +188,10 @@ class JobService:
         # Set on an application server: cancels a job held on a print provider there
         # (job, reason, actor) -> the job as the provider reports it (servers/remote.py).
         self.forward_cancel: Callable[[Job, str, str], Job] | None = None
+        # Makes received documents durable held jobs, every job waiting in one pass.
+        self._committer: BatchWorker[_Intake, Job] = BatchWorker(
+            self._commit_batch, name="intake-commit"
+        )
 
     def record_event(
         self,
@@ -182,16 +204,19 @@ class JobService:
         detail: str = "",
     ) -> None:
         """Record an audit event at this service's clock (blocking; never raises)."""
-        self.metrics.event(action.value, outcome.value)
+        self.record_events([AuditEntry(actor, action, job_id, printer, outcome, detail)])
+
+    def record_events(self, entries: list[AuditEntry]) -> None:
+        """Record audit events in order, with one fsync (blocking; never raises).
+
+        An entry without a time gets this service's clock.
+        """
+        for e in entries:
+            self.metrics.event(e.action.value, e.outcome.value)
         if self.audit is not None:
-            self.audit.record(
-                actor,
-                action,
-                job_id=job_id,
-                printer=printer,
-                outcome=outcome,
-                detail=detail,
-                at=self.clock(),
+            now = self.clock()
+            self.audit.record_many(
+                [e if e.at is not None else dataclasses.replace(e, at=now) for e in entries]
             )
 
     def settings(self) -> dict[str, Any]:
@@ -200,11 +225,16 @@ class JobService:
         Reading them for every job was 15 % of intake CPU (bench/intake.py); a change
         applies to jobs received SETTINGS_TTL seconds after it at the latest.
         """
-        values, expires = self._settings
-        if expires <= time.monotonic():
+        values = self.cached_settings()
+        if values is None:
             values = self.db.get_settings()
             self._settings = (values, time.monotonic() + SETTINGS_TTL)
         return values
+
+    def cached_settings(self) -> dict[str, Any] | None:
+        """The settings as last read, if still fresh (no database read: for the event loop)."""
+        values, expires = self._settings
+        return values if expires > time.monotonic() else None
 
     def forget_settings(self) -> None:
         """Read the settings afresh for the next job (after this process changed them)."""
@@ -216,18 +246,21 @@ class JobService:
 
     # -- intake ------------------------------------------------------------------------
 
-    async def _receive(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolWriter, int | None]:
-        """Stream a document into a new, uncommitted spool writer; return it and a page count.
+    async def _receive(
+        self, chunks: AsyncIterator[bytes]
+    ) -> tuple[SpoolWriter | None, list[bytes], int | None]:
+        """Receive a document: (writer, the rest, page count).
 
-        Received chunks are collected by reference (no copy) and handed to the writer a
-        batch at a time in one thread call, which runs while the next batch is received:
-        receiving, sealing and writing overlap, and at most two batches are in memory.
+        A document that ends within its first batch (WRITE_BATCH bytes) comes back whole,
+        with no writer (nothing is on disk yet): one thread call then writes and commits
+        it. A larger one is streamed into a new, uncommitted writer a batch at a time, each
+        batch handed over by reference (no copy) in one thread call that runs while the
+        next batch is received: at most two batches are in memory. The rest, its last
+        batch, is not written yet.
         """
-        writer: SpoolWriter = await in_thread(
-            lambda: self.store.create(encrypted=self.encryption_enabled())
-        )
         pages = PageCounter()
-        pending: asyncio.Future[None] | None = None
+        writer: SpoolWriter | None = None
+        pending: asyncio.Future[SpoolWriter] | None = None
         try:
             batch: list[bytes] = []
             held = 0
@@ -244,65 +277,156 @@ class JobService:
                 held += len(chunk)
                 if held >= WRITE_BATCH:
                     if pending is not None:
-                        await pending
-                    pending = asyncio.ensure_future(in_thread(_write_each, writer, batch))
+                        writer = await pending
+                    pending = asyncio.ensure_future(in_thread(self._write, writer, batch))
                     batch, held = [], 0
             if pending is not None:
-                await pending
-                pending = None
-            if batch:
-                await in_thread(_write_each, writer, batch)
+                writer, pending = await pending, None
         except BaseException:
             # Client gone, disk full, shutdown: nothing of this job may remain. A write
             # still running in its thread ends first: the writer is not shared.
             if pending is not None:
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(pending)
-            await in_thread(writer.abort)
+                    writer = await asyncio.shield(pending)
+            if writer is not None:
+                await in_thread(writer.abort)
             raise
-        return writer, pages.result()
+        return writer, batch, pages.result()
+
+    def _write(self, writer: SpoolWriter | None, chunks: list[bytes]) -> SpoolWriter:
+        """Append ``chunks`` to ``writer`` (a new one if None); abort it if that fails."""
+        if writer is None:
+            writer = self.store.create(encrypted=self.encryption_enabled())
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer
+
+    def _write_and_commit(
+        self, writer: SpoolWriter | None, chunks: list[bytes], *, sync_dir: bool = True
+    ) -> SpoolFile:
+        """Write the rest of a document and commit its file (see SpoolWriter.commit)."""
+        writer = self._write(writer, chunks)
+        try:
+            return writer.commit(sync_dir=sync_dir)
+        except BaseException:
+            writer.abort()
+            raise
 
     async def spool(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolFile, int | None]:
         """Stream a document into a new, committed spool file; return it and a page count.
 
         The file has no job yet: ``record`` it (LPD, whose control file may come last).
         """
-        writer, pages = await self._receive(chunks)
-        return await in_thread(writer.commit), pages
+        writer, rest, pages = await self._receive(chunks)
+        return await in_thread(self._write_and_commit, writer, rest), pages
 
     async def record(self, sub: Submission, spool_file: SpoolFile, pages: int | None) -> Job:
         """Record a held job for a committed spool file; shred the file if that fails."""
-        return await in_thread(self._record_or_shred, sub, spool_file, pages, None)
+        return await self._committer.run(_Intake(sub, pages, spool_file=spool_file))
 
-    def _record_or_shred(
-        self, sub: Submission, spool_file: SpoolFile, pages: int | None, job_id: int | None
-    ) -> Job:
-        # One thread call, so a cancelled caller never leaves a file without its record
-        # half-way: the thread records the job, or removes the file, either way to the end.
-        try:
-            if job_id is None:
-                job = self._record(sub, spool_file, pages)
-            else:
-                job = self._attach(job_id, sub, spool_file, pages)
-        except BaseException:
-            self.store.spool(spool_file.encrypted).delete(spool_file.name, missing_ok=True)
-            raise
-        self.metrics.spooled(job.size, job.encrypted)
+    async def submit(self, sub: Submission, chunks: AsyncIterator[bytes]) -> Job:
+        """Spool a document and record it as a held job; return the durable job."""
+        writer, rest, pages = await self._receive(chunks)
+        return await self._commit(_Intake(sub, pages), writer, rest)
+
+    async def _commit(self, intake: _Intake, writer: SpoolWriter | None, rest: list[bytes]) -> Job:
+        """Write the rest and commit the file in a worker thread (the fsyncs of concurrent
+        jobs overlap), which then queues the job for the commit thread; return the job.
+
+        The worker queues it itself, so a request cancelled meanwhile still leaves a
+        recorded job, never a file without one.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Job] = loop.create_future()
+
+        def commit_and_queue() -> None:
+            try:
+                intake.spool_file = self._write_and_commit(writer, rest, sync_dir=False)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+                return
+            intake.dir_synced = False
+            try:
+                self._committer.enqueue(intake, loop, future)
+            except BaseException as exc:  # no thread could start: the file goes
+                self.store.spool(intake.spool_file.encrypted).delete(
+                    intake.spool_file.name, missing_ok=True
+                )
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+
+        await in_thread(commit_and_queue)
+        return await settled(future)
+
+    def _commit_batch(self, batch: list[_Intake]) -> list[Job | BaseException]:
+        """The commit thread's pass over every committed document waiting (BatchWorker):
+        one fsync of the spool directory for the renames of all, the new jobs recorded in
+        one transaction, documents attached to their INCOMING jobs, all audited with one
+        fsync. A job that fails gets its error, and its file is removed; the others go on.
+        """
+        results: list[Job | BaseException | None] = [None] * len(batch)
+        unsynced: dict[bool, list[int]] = {}  # encrypted -> the jobs with a rename to sync
+        for i, intake in enumerate(batch):
+            assert intake.spool_file is not None
+            if not intake.dir_synced:
+                unsynced.setdefault(intake.spool_file.encrypted, []).append(i)
+        for encrypted, indexes in unsynced.items():
+            spool = self.store.spool(encrypted)
+            try:
+                fsync_dir(spool.directory)
+            except OSError as exc:
+                for i in indexes:
+                    results[i] = SpoolWriteError(f"cannot sync {spool.directory}: {exc.strerror}")
+        new = [i for i, r in enumerate(results) if r is None and batch[i].job_id is None]
+        if new:
+            jobs = [self._new_job(batch[i]) for i in new]
+            for i, job, error in zip(new, jobs, self.db.add_jobs(jobs), strict=True):
+                results[i] = error if error is not None else job
+        for i, intake in enumerate(batch):
+            if results[i] is None and intake.job_id is not None:
+                try:
+                    results[i] = self._attach(intake)
+                except BaseException as exc:
+                    results[i] = exc
+        done: list[Job | BaseException] = []
+        for intake, result in zip(batch, results, strict=True):
+            assert result is not None and intake.spool_file is not None
+            if isinstance(result, BaseException):
+                with contextlib.suppress(Exception):
+                    name = intake.spool_file.name
+                    self.store.spool(intake.spool_file.encrypted).delete(name, missing_ok=True)
+            done.append(result)
+        self._submitted([r for r in done if isinstance(r, Job)])
+        return done
+
+    def _submitted(self, jobs: list[Job]) -> None:
+        """Count and audit newly held jobs (one audit fsync for all)."""
+        if not jobs:
+            return
         hide = bool(self.settings()[HIDE_DOCUMENT_NAMES])
-        self.record_event(
-            job.owner, Action.JOB_SUBMIT, job_id=job.id, detail=_submitted(job, hide_title=hide)
+        for job in jobs:
+            self.metrics.spooled(job.size, job.encrypted)
+        self.record_events(
+            [
+                AuditEntry(
+                    job.owner,
+                    Action.JOB_SUBMIT,
+                    job_id=job.id,
+                    detail=_submitted(job, hide_title=hide),
+                )
+                for job in jobs
+            ]
         )
         if self.on_submit is not None:
             self.on_submit()
-        return job
 
-    def _commit_and_record(
-        self, writer: SpoolWriter, sub: Submission, pages: int | None, job_id: int | None
-    ) -> Job:
-        return self._record_or_shred(sub, writer.commit(), pages, job_id)
-
-    def _record(self, sub: Submission, spool_file: SpoolFile, pages: int | None) -> Job:
-        return self.db.add_job(
+    def _new_job(self, intake: _Intake) -> Job:
+        sub, spool_file = intake.sub, intake.spool_file
+        assert spool_file is not None
+        return self.db.new_job(
             owner=sub.owner,
             queue=sub.queue,
             title=sub.title,
@@ -311,7 +435,7 @@ class JobService:
             encrypted=spool_file.encrypted,
             key_id=spool_file.key_id,
             format_version=spool_file.format_version,
-            pages=sub.pages if sub.pages is not None else pages,
+            pages=sub.pages if sub.pages is not None else intake.pages,
             state=JobState.HELD,
             created_at=self.clock(),
             **self._extra(sub),
@@ -326,11 +450,6 @@ class JobService:
             "attributes": json.dumps(sub.attributes),
             "originating_host": sub.originating_host,
         }
-
-    async def submit(self, sub: Submission, chunks: AsyncIterator[bytes]) -> Job:
-        """Spool a document and record it as a held job; return the durable job."""
-        writer, pages = await self._receive(chunks)
-        return await in_thread(self._commit_and_record, writer, sub, pages, None)
 
     def create(self, sub: Submission) -> Job:
         """Record a job that has no document yet (IPP Create-Job)."""
@@ -352,12 +471,12 @@ class JobService:
         job = await anyio.to_thread.run_sync(self.get, job_id)
         if job.state is not JobState.INCOMING:
             raise JobNotPossible(f"job {job_id} already has its document or is finished")
-        writer, pages = await self._receive(chunks)
-        return await in_thread(self._commit_and_record, writer, sub, pages, job_id)
+        writer, rest, pages = await self._receive(chunks)
+        return await self._commit(_Intake(sub, pages, job_id=job_id), writer, rest)
 
-    def _attach(
-        self, job_id: int, sub: Submission, spool_file: SpoolFile, pages: int | None
-    ) -> Job:
+    def _attach(self, intake: _Intake) -> Job:
+        job_id, sub, spool_file, pages = intake.job_id, intake.sub, intake.spool_file, intake.pages
+        assert job_id is not None and spool_file is not None
         values: dict[str, Any] = {
             "spool_name": spool_file.name,
             "size": spool_file.size,
@@ -615,11 +734,6 @@ class JobService:
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _write_each(writer: SpoolWriter, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        writer.write(chunk)
 
 
 def _submitted(job: Job, *, hide_title: bool = False) -> str:
