@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from spoolvault.db import JobState
+from spoolvault.db import Job, JobState
+from spoolvault.errors import SpoolWriteError
 from spoolvault.jobs.service import JobService, Submission
 from spoolvault.runtime import Runtime
+from spoolvault.spool.store import SpoolWriter
 
 
 class Clock:
@@ -148,3 +153,61 @@ def test_document_names_are_erased_after_the_set_days(rt: Runtime) -> None:
     jobs._redacted_at = -1e9  # looked at hourly: look now
     assert jobs.redact_titles() == 1
     assert jobs.get(old).title == "" and jobs.get(young).title == "minutes.pdf"
+
+
+class FailingSome(JobService):
+    """Fails the spool write of documents starting with b"full" (as a full disk would)
+    and the record of jobs titled "bad"; its first write batch waits for ``gate``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.batches: list[int] = []
+
+    def _write(self, writer: SpoolWriter | None, chunks: list[bytes]) -> SpoolWriter:
+        if chunks[0].startswith(b"full"):
+            raise SpoolWriteError("cannot write spool file: no space left on device")
+        return super()._write(writer, chunks)
+
+    def _new_job(self, intake: Any) -> Job:
+        if intake.sub.title == "bad":
+            raise ValueError("this record cannot be written")
+        return super()._new_job(intake)
+
+    def _write_batch(self, waiters: list[Any]) -> None:
+        self.batches.append(len(waiters))
+        if len(self.batches) == 1:
+            assert self.gate.wait(10)
+        super()._write_batch(waiters)
+
+
+def test_one_failing_job_in_a_batch_fails_alone_and_leaves_no_file(rt: Runtime) -> None:
+    jobs = FailingSome(rt.db, rt.store)
+
+    async def one(title: str, data: bytes) -> Job | BaseException:
+        sub = Submission(owner="alice", queue="secure", title=title)
+        try:
+            return await jobs.submit(sub, _chunks(data))
+        except Exception as exc:
+            return exc
+
+    async def main() -> list[Job | BaseException]:
+        first = asyncio.ensure_future(one("first", b"%PDF first"))
+        await asyncio.sleep(0.2)  # the write thread now waits inside the first batch
+        rest = [
+            asyncio.ensure_future(one(title, data))
+            for title, data in (("good", b"good"), ("bad", b"bad"), ("full", b"full disk"))
+        ]
+        await asyncio.sleep(0.2)
+        jobs.gate.set()
+        return [await first, *[await r for r in rest]]
+
+    first, good, bad, full = asyncio.run(main())
+    assert jobs.batches == [1, 3]  # the three queued meanwhile shared one batch
+    assert isinstance(first, Job) and isinstance(good, Job)
+    assert isinstance(bad, ValueError)
+    assert isinstance(full, SpoolWriteError)
+    held = jobs.list(states=[JobState.HELD])
+    assert [j.title for j in held] == ["first", "good"]
+    # Only the recorded jobs have files: the file of the job not recorded was removed.
+    assert set(rt.store.encrypted.names()) == {j.spool_name for j in held}

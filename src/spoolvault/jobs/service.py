@@ -51,7 +51,7 @@ from spoolvault.settings import (
     SPOOL_FILE_ENCRYPTION,
 )
 from spoolvault.spool.store import SpoolFile, SpoolStore, SpoolWriter
-from spoolvault.util.batch import BatchWorker, settled
+from spoolvault.util.batch import BatchWorker, Waiter, settle, settled
 from spoolvault.util.fs import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,6 @@ _CANCEL_ACTIONS = {
 }
 
 
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
 # The blocking steps' threads: a plain executor costs a third of anyio's to_thread per
 # call (no capacity limiter or cancel scope), and intake makes several calls per job.
 _WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=40, thread_name_prefix="spoolvault")
@@ -96,13 +91,13 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 @dataclass(eq=False)
 class _Intake:
-    """A received document on its way to becoming a durable held job (``_commit_batch``)."""
+    """A received document on its way to becoming a durable held job (``_commit``)."""
 
     sub: Submission
     pages: int | None
-    spool_file: SpoolFile | None = None  # the document, committed (by the time it is queued)
     job_id: int | None = None  # an INCOMING job (Create-Job) that gets this document
-    dir_synced: bool = True  # False: the rename of its file awaits a directory fsync
+    document: list[bytes] | None = None  # a small document, for the write thread
+    spool_file: SpoolFile | None = None  # the document, committed (for the record thread)
 
 
 class JobNotFound(ClientError):
@@ -188,9 +183,13 @@ class JobService:
         # Set on an application server: cancels a job held on a print provider there
         # (job, reason, actor) -> the job as the provider reports it (servers/remote.py).
         self.forward_cancel: Callable[[Job, str, str], Job] | None = None
-        # Makes received documents durable held jobs, every job waiting in one pass.
-        self._committer: BatchWorker[_Intake, Job] = BatchWorker(
-            self._commit_batch, name="intake-commit"
+        # Make received documents durable held jobs, every job waiting in one pass: a
+        # pipeline of two threads, one writing small documents, one recording jobs.
+        self._writing: BatchWorker[_Intake, Job] = BatchWorker(
+            self._write_batch, name="intake-write"
+        )
+        self._recording: BatchWorker[_Intake, Job] = BatchWorker(
+            self._record_batch, name="intake-record"
         )
 
     def record_event(
@@ -252,11 +251,11 @@ class JobService:
         """Receive a document: (writer, the rest, page count).
 
         A document that ends within its first batch (WRITE_BATCH bytes) comes back whole,
-        with no writer (nothing is on disk yet): one thread call then writes and commits
-        it. A larger one is streamed into a new, uncommitted writer a batch at a time, each
-        batch handed over by reference (no copy) in one thread call that runs while the
-        next batch is received: at most two batches are in memory. The rest, its last
-        batch, is not written yet.
+        with no writer (nothing is on disk yet), for the write thread. A larger one is
+        streamed into a new, uncommitted writer a batch at a time, each batch handed over
+        by reference (no copy) in one thread call that runs while the next batch is
+        received: at most two batches are in memory. The rest, its last batch, is not
+        written yet.
         """
         pages = PageCounter()
         writer: SpoolWriter | None = None
@@ -326,7 +325,7 @@ class JobService:
 
     async def record(self, sub: Submission, spool_file: SpoolFile, pages: int | None) -> Job:
         """Record a held job for a committed spool file; shred the file if that fails."""
-        return await self._committer.run(_Intake(sub, pages, spool_file=spool_file))
+        return await self._recording.run(_Intake(sub, pages, spool_file=spool_file))
 
     async def submit(self, sub: Submission, chunks: AsyncIterator[bytes]) -> Job:
         """Spool a document and record it as a held job; return the durable job."""
@@ -334,73 +333,106 @@ class JobService:
         return await self._commit(_Intake(sub, pages), writer, rest)
 
     async def _commit(self, intake: _Intake, writer: SpoolWriter | None, rest: list[bytes]) -> Job:
-        """Write the rest and commit the file in a worker thread (the fsyncs of concurrent
-        jobs overlap), which then queues the job for the commit thread; return the job.
-
-        The worker queues it itself, so a request cancelled meanwhile still leaves a
-        recorded job, never a file without one.
-        """
+        """Make a received document a durable held job (see ``_write_batch``)."""
+        if writer is None:
+            # A small document: the write thread writes it, with the others of its batch.
+            intake.document = rest
+            return await self._writing.run(intake)
+        # A large one is committed in a worker thread (its fsync may take a while and must
+        # not hold up the small ones), which queues it for the record thread itself: a
+        # request cancelled meanwhile still leaves a recorded job, not a file without one.
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Job] = loop.create_future()
+        waiter: Waiter[_Intake, Job] = Waiter(intake, loop, loop.create_future())
 
         def commit_and_queue() -> None:
             try:
-                intake.spool_file = self._write_and_commit(writer, rest, sync_dir=False)
+                intake.spool_file = self._write_and_commit(writer, rest)
             except BaseException as exc:
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+                settle([(waiter, exc)])
                 return
-            intake.dir_synced = False
-            try:
-                self._committer.enqueue(intake, loop, future)
-            except BaseException as exc:  # no thread could start: the file goes
-                self.store.spool(intake.spool_file.encrypted).delete(
-                    intake.spool_file.name, missing_ok=True
-                )
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+            self._recording.put([waiter])
 
         await in_thread(commit_and_queue)
-        return await settled(future)
+        return await settled(waiter.future)
 
-    def _commit_batch(self, batch: list[_Intake]) -> list[Job | BaseException]:
-        """The commit thread's pass over every committed document waiting (BatchWorker):
-        one fsync of the spool directory for the renames of all, the new jobs recorded in
-        one transaction, documents attached to their INCOMING jobs, all audited with one
-        fsync. A job that fails gets its error, and its file is removed; the others go on.
+    def _write_batch(self, waiters: list[Waiter[_Intake, Job]]) -> None:
+        """The write thread's pass over every small document waiting (BatchWorker).
+
+        All are written (sealed, and on their way to the disk) before the first fsync
+        waits; each is committed; one fsync of the spool directory makes all the renames
+        durable. Then they go to the record thread (``_record_batch``), and this thread
+        takes the next batch meanwhile. A document that fails gets its error at once.
         """
-        results: list[Job | BaseException | None] = [None] * len(batch)
-        unsynced: dict[bool, list[int]] = {}  # encrypted -> the jobs with a rename to sync
-        for i, intake in enumerate(batch):
-            assert intake.spool_file is not None
-            if not intake.dir_synced:
-                unsynced.setdefault(intake.spool_file.encrypted, []).append(i)
-        for encrypted, indexes in unsynced.items():
+        failed: list[tuple[Waiter[_Intake, Job], BaseException]] = []
+        ended: list[tuple[Waiter[_Intake, Job], SpoolWriter]] = []
+        for w in waiters:
+            document, w.item.document = w.item.document, None
+            assert document is not None
+            try:
+                writer = self._write(None, document)
+                writer.end()
+            except BaseException as exc:
+                failed.append((w, exc))
+            else:
+                ended.append((w, writer))
+        unsynced: dict[bool, list[Waiter[_Intake, Job]]] = {}  # encrypted -> renamed
+        for w, writer in ended:
+            try:
+                w.item.spool_file = spool_file = writer.commit(sync_dir=False)
+            except BaseException as exc:
+                failed.append((w, exc))
+            else:
+                unsynced.setdefault(spool_file.encrypted, []).append(w)
+        done: list[Waiter[_Intake, Job]] = []
+        for encrypted, synced in unsynced.items():
             spool = self.store.spool(encrypted)
             try:
                 fsync_dir(spool.directory)
             except OSError as exc:
-                for i in indexes:
-                    results[i] = SpoolWriteError(f"cannot sync {spool.directory}: {exc.strerror}")
-        new = [i for i, r in enumerate(results) if r is None and batch[i].job_id is None]
+                error = SpoolWriteError(f"cannot sync {spool.directory}: {exc.strerror}")
+                for w in synced:
+                    self._remove_file(w.item)
+                    failed.append((w, error))
+            else:
+                done += synced
+        settle(failed)
+        if done:
+            self._recording.put(done)
+
+    def _record_batch(self, waiters: list[Waiter[_Intake, Job]]) -> None:
+        """The record thread's pass over every committed document waiting (BatchWorker):
+        the new jobs recorded in one transaction, documents attached to their INCOMING
+        jobs, all audited with one fsync. A job that fails gets its error, and its file is
+        removed; the others go on."""
+        results: list[Job | BaseException | None] = [None] * len(waiters)
+        new: list[tuple[int, Job]] = []
+        for i, w in enumerate(waiters):
+            try:
+                if w.item.job_id is None:
+                    new.append((i, self._new_job(w.item)))
+                else:
+                    results[i] = self._attach(w.item)
+            except Exception as exc:
+                results[i] = exc
         if new:
-            jobs = [self._new_job(batch[i]) for i in new]
-            for i, job, error in zip(new, jobs, self.db.add_jobs(jobs), strict=True):
+            errors = self.db.add_jobs([job for _, job in new])
+            for (i, job), error in zip(new, errors, strict=True):
                 results[i] = error if error is not None else job
-        for i, intake in enumerate(batch):
-            if results[i] is None and intake.job_id is not None:
-                try:
-                    results[i] = self._attach(intake)
-                except BaseException as exc:
-                    results[i] = exc
-        done: list[Job | BaseException] = []
-        for intake, result in zip(batch, results, strict=True):
-            assert result is not None and intake.spool_file is not None
+        outcomes: list[tuple[Waiter[_Intake, Job], Job | BaseException]] = []
+        for w, result in zip(waiters, results, strict=True):
+            assert result is not None
             if isinstance(result, BaseException):
-                with contextlib.suppress(Exception):
-                    name = intake.spool_file.name
-                    self.store.spool(intake.spool_file.encrypted).delete(name, missing_ok=True)
-            done.append(result)
-        self._submitted([r for r in done if isinstance(r, Job)])
-        return done
+                self._remove_file(w.item)
+            outcomes.append((w, result))
+        self._submitted([r for _, r in outcomes if isinstance(r, Job)])
+        settle(outcomes)
+
+    def _remove_file(self, intake: _Intake) -> None:
+        """Remove the committed file of a job that will not be recorded (never raises)."""
+        spool_file = intake.spool_file
+        if spool_file is not None:
+            with contextlib.suppress(Exception):
+                self.store.spool(spool_file.encrypted).delete(spool_file.name, missing_ok=True)
 
     def _submitted(self, jobs: list[Job]) -> None:
         """Count and audit newly held jobs (one audit fsync for all)."""

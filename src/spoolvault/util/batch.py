@@ -1,12 +1,13 @@
-"""A thread that handles queued work a batch at a time, for coroutines that wait on it.
+"""Threads that handle queued work a batch at a time, for coroutines that wait on it.
 
 Intake makes every job durable before its client hears success: an fsync of the spool
 file and of its directory, a database commit, an fsync of the audit line. Done in one
 worker thread per job, each job costs several thread hand-offs, and concurrent jobs
 contend for the GIL (about 70 context switches per job, bench/intake.py). A
-``BatchWorker`` instead has one thread take everything queued so far, handle it in one
-pass (one directory fsync, one transaction, one audit fsync for all), and wake the event
-loop once per batch.
+``BatchWorker`` instead has one thread take everything queued so far and handle it in
+one pass (one directory fsync, one transaction, one audit fsync for all), and wakes each
+event loop once per batch. Two workers make a pipeline: the first passes what it has
+done on to the second (``put``) and takes its next batch while the second works.
 
 There is no timer: a lone item is handled at once, and items queued while the thread
 works form the next batch. The thread starts with the first item and ends after
@@ -19,33 +20,40 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-# (item, the loop of the coroutine that waits for it, its future)
-_Entry = tuple[T, asyncio.AbstractEventLoop, "asyncio.Future[R]"]
+
+@dataclass(eq=False)
+class Waiter(Generic[T, R]):
+    """A queued item, and the future (on its event loop) of the coroutine waiting for it."""
+
+    item: T
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[R]
 
 
 class BatchWorker(Generic[T, R]):
-    """Runs ``handle(items) -> results`` (a result or an exception per item, in order)."""
+    """One thread that runs ``handle(waiters)`` on everything queued so far.
+
+    ``handle`` must ``settle`` each waiter or ``put`` it to another worker; if it raises,
+    every waiter of the batch gets that exception.
+    """
 
     def __init__(
-        self,
-        handle: Callable[[list[T]], Sequence[R | BaseException]],
-        *,
-        name: str,
-        idle: float = 5.0,
+        self, handle: Callable[[list[Waiter[T, R]]], None], *, name: str, idle: float = 5.0
     ) -> None:
         self._handle = handle
         self.name = name
         self.idle = idle
         self._cond = threading.Condition()
-        self._queue: list[_Entry[T, R]] = []
+        self._queue: list[Waiter[T, R]] = []
         self._running = False
 
     async def run(self, item: T) -> R:
@@ -55,19 +63,26 @@ class BatchWorker(Generic[T, R]):
         nothing it started is left half-way.
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        self.enqueue(item, loop, future)
-        return await settled(future)
+        waiter: Waiter[T, R] = Waiter(item, loop, loop.create_future())
+        self.put([waiter])
+        return await settled(waiter.future)
 
-    def enqueue(self, item: T, loop: asyncio.AbstractEventLoop, future: asyncio.Future[R]) -> None:
-        """Queue ``item``; its result goes to ``future`` on ``loop`` (any thread may call)."""
+    def put(self, waiters: list[Waiter[T, R]]) -> None:
+        """Queue these waiters (any thread may call)."""
         with self._cond:
-            self._queue.append((item, loop, future))
+            self._queue.extend(waiters)
             if self._running:
                 self._cond.notify()
                 return
             self._running = True
-        threading.Thread(target=self._run, name=self.name, daemon=True).start()
+        try:
+            threading.Thread(target=self._run, name=self.name, daemon=True).start()
+        except BaseException as exc:
+            with self._cond:
+                self._running = False
+                self._queue = [w for w in self._queue if w not in waiters]
+            settle((w, exc) for w in waiters)
+            raise
 
     def _run(self) -> None:
         while True:
@@ -78,30 +93,31 @@ class BatchWorker(Generic[T, R]):
                     self._running = False
                     return
                 batch, self._queue = self._queue, []
-            items = [item for item, _, _ in batch]
             try:
-                results = list(self._handle(items))
-                if len(results) != len(items):
-                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(items)}")
+                self._handle(batch)
             except BaseException as exc:  # a bug: fail this batch, keep the thread
-                log.exception("%s: a batch of %d failed", self.name, len(items))
-                results = [exc] * len(items)
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], object]]] = {}
-            for (_, loop, future), result in zip(batch, results, strict=True):
-                by_loop.setdefault(loop, []).append((future, result))
-            for loop, outcomes in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, outcomes)
+                log.exception("%s: a batch of %d failed", self.name, len(batch))
+                settle((w, exc) for w in batch)
 
 
-def _settle(outcomes: list[tuple[asyncio.Future[R], object]]) -> None:
-    for future, result in outcomes:
+def settle(outcomes: Iterable[tuple[Waiter[Any, R], R | BaseException]]) -> None:
+    """Give waiters their results or exceptions: one wake-up per event loop (any thread)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], object]]] = {}
+    for waiter, result in outcomes:
+        by_loop.setdefault(waiter.loop, []).append((waiter.future, result))
+    for loop, results in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(_set, results)
+
+
+def _set(results: list[tuple[asyncio.Future[Any], object]]) -> None:
+    for future, result in results:
         if future.done():
             continue
         if isinstance(result, BaseException):
             future.set_exception(result)
         else:
-            future.set_result(result)  # type: ignore[arg-type]  # R, as handle returned it
+            future.set_result(result)
 
 
 async def settled(future: asyncio.Future[R]) -> R:
