@@ -5,10 +5,11 @@
 1. speed: decode, Parser.feed in 1 KiB chunks, and encode of a typical ~500-byte
    Print-Job request (the shape CUPS sends), and decode/encode of a Get-Printer-Attributes
    style response of ~8 KB with 1setOf collections; best of 5 runs of ``--repeat`` each;
-2. fuzz: random bit flips, truncations, insertions, deletions and overwrites of several
-   valid messages, fed both to ``decode`` and, in random pieces, to ``Parser``; anything
-   but IppParseError, a disagreement between the two, or a message that does not
-   re-encode is a finding (printed with the input in hex, and exit status 1).
+2. fuzz: the test suite's mutation fuzzer (tests/reliability/fuzz.py) over the two
+   messages above: mutated inputs fed both to ``decode`` and, in random pieces, to
+   ``Parser``; anything but IppParseError, a disagreement between the two, a message that
+   does not re-encode, or an input slower than 1 s is a finding (the first 20 are printed
+   with the input in hex, and the exit status is 1).
 
 The test suite runs the same checks for a few seconds; this runs them for longer.
 Progress goes to stderr; one JSON line with the results goes to stdout at the end.
@@ -20,15 +21,17 @@ import argparse
 import json
 import random
 import sys
-import time
 import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reliability"))
+
+import fuzz
 from spoolvault.ipp.codec import (
     Collection,
     IppMessage,
-    IppParseError,
     Parser,
     Range,
     Resolution,
@@ -131,73 +134,22 @@ def speed(repeat: int) -> dict[str, float]:
     return results
 
 
-def mutate(rng: random.Random, data: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        kind = rng.choice(("flip", "truncate", "insert", "delete", "set"))
-        at = rng.randrange(len(out) + 1)
-        if kind == "flip" and out:
-            out[at % len(out)] ^= 1 << rng.randrange(8)
-        elif kind == "truncate":
-            del out[at:]
-        elif kind == "insert":
-            out[at:at] = rng.randbytes(rng.randint(1, 6))
-        elif kind == "delete":
-            del out[at : at + rng.randint(1, 6)]
-        elif kind == "set" and out:
-            out[at % len(out)] = rng.randrange(256)
-    return bytes(out)
-
-
-def outcome(func: Callable[[], IppMessage]) -> tuple[str, object]:
-    try:
-        return "ok", func()
-    except IppParseError as exc:
-        return "error", exc.status
-
-
-def via_parser(rng: random.Random, data: bytes) -> IppMessage:
-    parser = Parser()
-    pos = 0
-    while pos < len(data):
-        size = rng.randint(1, 64)
-        msg = parser.feed(data[pos : pos + size])
-        pos += size
-        if msg is not None:
-            return msg
-    parser.finish()
-    raise AssertionError("Parser.finish() returned without a message")
-
-
-def fuzz(seconds: float, seed: int) -> dict[str, int]:
-    rng = random.Random(seed)
+def fuzzing(seconds: float, seed: int) -> dict[str, int]:
     seeds = [encode(print_job_request()), encode(printer_attributes_response())]
-    counts = {"inputs": 0, "accepted": 0, "refused": 0, "findings": 0}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        data = mutate(rng, rng.choice(seeds))
-        counts["inputs"] += 1
-        try:
-            whole = outcome(lambda data=data: decode(data)[0])
-            split = outcome(lambda data=data: via_parser(rng, data))
-            if whole != split:
-                raise AssertionError(f"decode gave {whole[0]}, Parser gave {split[0]}")
-            if whole[0] == "ok":
-                msg = whole[1]
-                assert isinstance(msg, IppMessage)
-                assert decode(encode(msg))[0] == msg
-                counts["accepted"] += 1
-            else:
-                counts["refused"] += 1
-        except Exception as exc:  # a finding: report it and go on
-            counts["findings"] += 1
-            print(f"FINDING {type(exc).__name__}: {exc}\n  input: {data.hex()}", file=sys.stderr)
+    stats = fuzz.fuzz("ipp", sys.maxsize, seed, seconds=seconds, seeds=seeds)
+    for finding in stats.findings:
+        print(f"FINDING {finding}", file=sys.stderr)
     print(
-        f"fuzz: {counts['inputs']} inputs in {seconds:.0f} s, {counts['accepted']} accepted, "
-        f"{counts['refused']} refused, {counts['findings']} findings",
+        f"fuzz: {stats.inputs} inputs in {seconds:.0f} s, {stats.accepted} accepted, "
+        f"{stats.refused} refused, {len(stats.findings)} findings",
         file=sys.stderr,
     )
-    return counts
+    return {
+        "inputs": stats.inputs,
+        "accepted": stats.accepted,
+        "refused": stats.refused,
+        "findings": len(stats.findings),
+    }
 
 
 def main() -> int:
@@ -208,7 +160,7 @@ def main() -> int:
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     print(f"seed {seed}", file=sys.stderr)
-    results: dict[str, object] = {"seed": seed, **speed(args.repeat), **fuzz(args.seconds, seed)}
+    results: dict[str, object] = {"seed": seed, **speed(args.repeat), **fuzzing(args.seconds, seed)}
     print(json.dumps(results))
     return 1 if results["findings"] else 0
 

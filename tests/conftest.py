@@ -20,7 +20,7 @@ import pytest
 import ippeve
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, BrowserContext, ViewportSize
 from spoolvault.spool.keys import KeyFileProvider
 from spoolvault.spool.store import EncryptedSpool
 
@@ -38,6 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--disable-sync",
 ]
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}  # the browser tests' window
 CS = 4096  # the smallest chunk size a reader accepts: many chunks for few bytes
 _LISTEN_RE = re.compile(r"listening on (https?://\S+)")
 
@@ -207,3 +208,14 @@ def browser() -> Iterator[Browser]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser context (no cookies) with a DESKTOP window."""
+    ctx = browser.new_context(viewport=DESKTOP)
+    ctx.set_default_timeout(30_000)
+    try:
+        yield ctx
+    finally:
+        ctx.close()

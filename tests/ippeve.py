@@ -146,6 +146,15 @@ class EvePrinter:
         """Every document the printer received so far (not /bin/cat's .prn output)."""
         return sorted(p for p in self.spool.iterdir() if p.is_file() and p.suffix != ".prn")
 
+    def wait_for_body(self, body: bytes, timeout: float = 30) -> None:
+        """Until a document the printer received is ``body``, byte for byte."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(f.read_bytes() == body for f in self.files()):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the document never arrived byte-identical: {self.files()}")
+
     def stop(self) -> None:
         _stop(self.proc)
 

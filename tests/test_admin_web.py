@@ -20,25 +20,27 @@ import httpx
 import pytest
 
 import ippeve
-from conftest import ADMIN, CHROMIUM, Server, start_server
-from spoolvault.ipp.codec import IppMessage, decode, encode
-from spoolvault.ipp.constants import Operation, Status, ValueTag
-from test_ipp_server import job_group, new_request
+from conftest import ADMIN, DESKTOP, Server
+from web_helpers import (
+    NEEDS_CHROMIUM_AND_PRINTER,
+    PASSWORD,
+    add_user,
+    api,
+    audit,
+    fill_login,
+    lobby_server,
+    screenshots,
+    submit,
+)
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
+from playwright.sync_api import BrowserContext, Page, expect  # noqa: E402
 
 expect.set_options(timeout=15_000)  # two shared cores: slow, not wrong
 
-PASSWORD = "password-1"
-LAPTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 820, "height": 1180}
-SCREENSHOTS = os.environ.get("SPOOLVAULT_SCREENSHOTS")
 
-pytestmark = [
-    pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils"),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
-]
+pytestmark = NEEDS_CHROMIUM_AND_PRINTER
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -47,27 +49,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, printer: ippeve.EvePrinter) -> Iterator[Server]:
     """One server for the module; the tests use their own users and printers."""
-    s = start_server(
-        tmp_path_factory.mktemp("admin") / "data",
-        env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]},
-    )
-    try:
-        with api(s) as c:
-            r = c.post("/printers", json={"name": "lobby", "uri": printer.uri, "group": "floor2"})
-            assert r.status_code == 201, r.text
+    with lobby_server(tmp_path_factory.mktemp("admin") / "data", printer.uri) as s:
         yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport=LAPTOP)
-    ctx.set_default_timeout(30_000)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 @pytest.fixture
@@ -82,16 +65,6 @@ def admin(srv: Server, context: BrowserContext) -> Page:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def api(srv: Server) -> httpx.Client:
-    return httpx.Client(base_url=srv.url + "/api/v1", timeout=60, auth=ADMIN)
-
-
-def add_user(srv: Server, name: str, **extra: object) -> None:
-    with api(srv) as c:
-        r = c.post("/users", json={"username": name, "password": PASSWORD, **extra})
-        assert r.status_code == 201, r.text
-
-
 def settings(srv: Server) -> dict[str, object]:
     with api(srv) as c:
         got: dict[str, object] = c.get("/servers/primary/settings").json()
@@ -104,35 +77,9 @@ def patch_settings(srv: Server, **changes: object) -> None:
         assert r.status_code == 200, r.text
 
 
-def submit(
-    srv: Server, user: str, body: bytes, title: str, fmt: str = "text/plain", queue: str = "secure"
-) -> int:
-    req: IppMessage = new_request(Operation.PRINT_JOB, srv, user=user)
-    req.operation.set("printer-uri", ValueTag.URI, f"ipp://localhost/printers/{queue}")
-    req.operation.add("job-name", ValueTag.NAME, title)
-    req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, fmt)
-    r = httpx.post(
-        srv.url + f"/printers/{queue}",
-        content=encode(req) + body,
-        headers={"Content-Type": "application/ipp"},
-        timeout=30,
-    )
-    resp = decode(r.content)[0]
-    assert resp.code == Status.SUCCESSFUL_OK, resp
-    job_id = job_group(resp).get("job-id")
-    assert job_id is not None and isinstance(job_id.value, int)
-    return job_id.value
-
-
 def jobs(srv: Server) -> dict[int, dict[str, object]]:
     with api(srv) as c:
         return {j["id"]: j for j in c.get("/jobs").json()}
-
-
-def audit(srv: Server, **params: str) -> list[dict[str, object]]:
-    with api(srv) as c:
-        events: list[dict[str, object]] = c.get("/audit", params=params).json()
-        return events
 
 
 def spool_files(srv: Server, kind: str) -> set[Path]:
@@ -204,34 +151,14 @@ def dark_pixels(png: bytes) -> int:
     return dark
 
 
-def wait_for_body(printer: ippeve.EvePrinter, body: bytes, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(f.read_bytes() == body for f in printer.files()):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the document never arrived byte-identical: {printer.files()}")
-
-
 def login(page: Page, srv: Server, user: str, password: str) -> None:
     page.goto(srv.url + "/admin/login")
-    page.fill("#username", user)
-    page.fill("#password", password)
-    page.click("#login button")
+    fill_login(page, "#login", user, password)
 
 
 def shot(page: Page, name: str) -> None:
     """Save the page at laptop and tablet sizes when SPOOLVAULT_SCREENSHOTS is set."""
-    if not SCREENSHOTS:
-        return
-    out = Path(SCREENSHOTS)
-    out.mkdir(parents=True, exist_ok=True)
-    size = page.viewport_size
-    for label, viewport in (("laptop", LAPTOP), ("tablet", TABLET)):
-        page.set_viewport_size(viewport)
-        page.screenshot(path=str(out / f"admin-{name}-{label}.png"), full_page=True)
-    if size is not None:
-        page.set_viewport_size(size)
+    screenshots(page, f"admin-{name}", {"laptop": DESKTOP, "tablet": TABLET})
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -258,9 +185,7 @@ def test_only_administrators_log_in_and_sessions_are_strict(
     assert not any(PASSWORD in str(e["detail"]) for e in refused)
 
     page.goto(srv.url + "/admin/jobs")
-    page.fill("#username", ADMIN[0])
-    page.fill("#password", ADMIN[1])
-    page.click("#login button")
+    fill_login(page, "#login", *ADMIN)
     expect(page.locator("h1")).to_contain_text("Held jobs of all users")  # where it was going
     cookie = {c["name"]: c for c in context.cookies()}["spoolvault_admin"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/admin"
@@ -398,7 +323,7 @@ def test_switching_encryption_in_the_page_applies_to_the_next_job(
             headers={"Authorization": f"Bearer {token}"},
         )
         assert r.status_code == 200, r.text
-    wait_for_body(printer, held)
+    printer.wait_for_body(held)
 
 
 def test_printers_page_adds_edits_and_removes_printers(
@@ -474,7 +399,7 @@ def test_jobs_page_releases_to_a_real_printer_and_cancels(
     row.locator("select").select_option("lobby")
     row.locator("button.release").click()
     expect(admin.locator("#notice")).to_contain_text(f"Job {release_me} sent to lobby")
-    wait_for_body(printer, body)
+    printer.wait_for_body(body)
     admin.locator(f"#job-{cancel_me} button.cancel").click()
     expect(admin.locator("#notice")).to_contain_text(f"Job {cancel_me} cancelled")
     expect(admin.locator(f"#job-{cancel_me}")).to_have_count(0)
@@ -559,7 +484,7 @@ def test_archive_page_lists_and_previews_archived_documents(
             admin.locator(f"#job-{job_id} select").select_option("lobby")
             admin.locator(f"#job-{job_id} button.release").click()
             expect(admin.locator("#notice")).to_contain_text(f"Job {job_id} sent to lobby")
-        wait_for_body(printer, pdf)
+        printer.wait_for_body(pdf)
 
         admin.goto(srv.url + "/admin/archive?owner=tove")
         expect(admin.locator("#documents tbody tr")).to_have_count(2)

@@ -19,10 +19,19 @@ import pytest
 import cupsd
 import ippeve
 import ipptool
-from conftest import ADMIN, CHROMIUM, Server, start_server
-from spoolvault.ipp.codec import IppMessage, decode, encode
-from spoolvault.ipp.constants import Operation, Status, ValueTag
-from test_ipp_server import job_group, new_request
+from conftest import ADMIN, DESKTOP, Server, start_server
+from web_helpers import (
+    NEEDS_CHROMIUM_AND_PRINTER,
+    PASSWORD,
+    add_printer,
+    add_user,
+    api,
+    audit,
+    fill_login,
+    lobby_server,
+    screenshots,
+    submit,
+)
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
@@ -31,15 +40,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E
 # can take more than Playwright's default 5 s. Failures still fail, only later.
 expect.set_options(timeout=15_000)
 
-PASSWORD = "password-1"
-DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-SCREENSHOTS = os.environ.get("SPOOLVAULT_SCREENSHOTS")
 
-pytestmark = [
-    pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils"),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
-]
+pytestmark = NEEDS_CHROMIUM_AND_PRINTER
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -49,74 +52,11 @@ pytestmark = [
 def srv(tmp_path_factory: pytest.TempPathFactory, printer: ippeve.EvePrinter) -> Iterator[Server]:
     """One server for the module (conftest's is per test); each test uses its own users,
     so jobs never mix. ``printer`` is conftest's ippeveprinter."""
-    s = start_server(
-        tmp_path_factory.mktemp("station") / "data",
-        env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]},
-    )
-    try:
-        add_printer(s, "lobby", printer.uri, group="floor2")
+    with lobby_server(tmp_path_factory.mktemp("station") / "data", printer.uri) as s:
         yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport=DESKTOP)
-    ctx.set_default_timeout(30_000)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def api(srv: Server) -> httpx.Client:
-    return httpx.Client(base_url=srv.url + "/api/v1", timeout=60, auth=ADMIN)
-
-
-def add_printer(srv: Server, name: str, uri: str, **extra: object) -> None:
-    with api(srv) as c:
-        r = c.post("/printers", json={"name": name, "uri": uri, **extra})
-        assert r.status_code == 201, r.text
-
-
-def add_user(srv: Server, name: str, **extra: str) -> None:
-    with api(srv) as c:
-        r = c.post("/users", json={"username": name, "password": PASSWORD, **extra})
-        assert r.status_code == 201, r.text
-
-
-def submit(
-    srv: Server,
-    user: str,
-    body: bytes,
-    title: str,
-    fmt: str = "text/plain",
-    queue: str = "secure",
-    pin: bytes | None = None,
-) -> int:
-    req: IppMessage = new_request(Operation.PRINT_JOB, srv, user=user)
-    req.operation.set("printer-uri", ValueTag.URI, f"ipp://localhost/printers/{queue}")
-    if pin is not None:  # PWG 5100.11 job-password
-        req.operation.add("job-password", ValueTag.OCTET_STRING, pin)
-        req.operation.add("job-password-encryption", ValueTag.KEYWORD, "none")
-    req.operation.add("job-name", ValueTag.NAME, title)
-    req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, fmt)
-    r = httpx.post(
-        srv.url + f"/printers/{queue}",
-        content=encode(req) + body,
-        headers={"Content-Type": "application/ipp"},
-        verify=False,  # noqa: S501 (the --tls test server's own certificate)
-        timeout=30,
-    )
-    resp = decode(r.content)[0]
-    assert resp.code == Status.SUCCESSFUL_OK, resp
-    job_id = job_group(resp).get("job-id")
-    assert job_id is not None and isinstance(job_id.value, int)
-    return job_id.value
 
 
 def job_states(srv: Server) -> dict[int, str]:
@@ -124,40 +64,14 @@ def job_states(srv: Server) -> dict[int, str]:
         return {j["id"]: j["state"] for j in c.get("/jobs").json()}
 
 
-def audit(srv: Server, **params: str) -> list[dict[str, object]]:
-    with api(srv) as c:
-        events: list[dict[str, object]] = c.get("/audit", params=params).json()
-        return events
-
-
-def wait_for_body(printer: ippeve.EvePrinter, body: bytes, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(f.read_bytes() == body for f in printer.files()):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the document never arrived byte-identical: {printer.files()}")
-
-
 def login(page: Page, url: str, user: str, password: str = PASSWORD) -> None:
     page.goto(url)
-    page.fill("#username", user)
-    page.fill("#password", password)
-    page.click("#password-login button")
+    fill_login(page, "#password-login", user, password)
 
 
 def shot(page: Page, name: str) -> None:
     """Save the page at desktop and phone sizes when SPOOLVAULT_SCREENSHOTS is set."""
-    if not SCREENSHOTS:
-        return
-    out = Path(SCREENSHOTS)
-    out.mkdir(parents=True, exist_ok=True)
-    size = page.viewport_size
-    for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(viewport)
-        page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
-    if size is not None:
-        page.set_viewport_size(size)
+    screenshots(page, name, {"desktop": DESKTOP, "phone": PHONE})
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -238,7 +152,7 @@ def test_release_one_arrives_byte_identical_then_cancel_and_release_all(
     result = page.locator(f"#results li[data-job-id='{first}']")
     expect(result).to_contain_text("sent to lobby")
     expect(result).to_have_class("ok")
-    wait_for_body(printer, bodies[first])
+    printer.wait_for_body(bodies[first])
     expect(page.locator(f"#job-{first}")).to_have_count(0)
 
     page.click(f"#job-{second} button.cancel")
@@ -256,7 +170,7 @@ def test_release_one_arrives_byte_identical_then_cancel_and_release_all(
     for job_id in (third, fourth):
         item = page.locator(f"#results li[data-job-id='{job_id}']")
         expect(item).to_contain_text("sent to lobby")
-        wait_for_body(printer, bodies[job_id])
+        printer.wait_for_body(bodies[job_id])
     expect(page.locator("#no-jobs")).to_be_visible()
     states = job_states(srv)
     assert [states[j] for j in (first, second, third, fourth)] == [
@@ -287,7 +201,7 @@ def test_a_job_printed_with_a_pin_needs_it_beside_the_print_button(
     page.fill(f"input[name='pin-{job_id}']", "2468")
     page.click(f"#job-{job_id} button.print")
     expect(result).to_contain_text("sent to lobby")
-    wait_for_body(printer, body)
+    printer.wait_for_body(body)
     assert not any("2468" in str(e["detail"]) for e in audit(srv, job_id=str(job_id)))
 
 
@@ -336,7 +250,7 @@ def test_blocked_printer_names_the_error_and_offers_the_groups_other_printers(
         expect(page.locator(f"#results li[data-job-id='{job_id}']")).to_contain_text(
             "sent to lobby"
         )
-        wait_for_body(printer, body)
+        printer.wait_for_body(body)
 
         # At /release (the user chooses), a release to the blocked printer is refused,
         # the job stays held, and the same message and alternatives appear.
@@ -412,7 +326,7 @@ def test_manager_mode_lists_and_releases_everyones_jobs(
     page.click(f"#job-{job_id} button.print")
     expect(page.locator(f"#results li[data-job-id='{job_id}']")).to_contain_text("sent to lobby")
     expect(page.locator("h1")).to_contain_text("All held jobs")  # still in manager mode
-    wait_for_body(printer, body)
+    printer.wait_for_body(body)
     [released] = audit(srv, action="job.release", job_id=str(job_id))
     assert released["actor"] == "admin"
     assert any("manager mode" in str(e["detail"]) for e in audit(srv, action="admin.view"))
@@ -509,7 +423,7 @@ def test_jobs_delegated_to_you_are_listed_with_their_owner(
     assert page.locator(f"#job-{private}").count() == 0
     page.click(f"#job-{delegated} button.print")
     expect(page.locator(f"#results li[data-job-id='{delegated}']")).to_contain_text("sent to lobby")
-    wait_for_body(printer, body)
+    printer.wait_for_body(body)
     [released] = audit(srv, action="job.release", job_id=str(delegated))
     assert released["actor"] == "kim"
 
@@ -522,7 +436,7 @@ def test_idle_logout_in_the_browser_and_on_the_server_over_tls(
     srv = start_server(tmp_path / "data", "--tls", env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]})
     try:
         assert srv.url.startswith("https://")
-        with tls_api(srv) as c:
+        with api(srv) as c:
             r = c.patch("/servers/primary/settings", json={"release_station_idle_seconds": 5})
             assert r.status_code == 200, r.text
             assert c.post("/printers", json={"name": "lobby", "uri": printer.uri}).is_success
@@ -571,16 +485,6 @@ def test_idle_logout_in_the_browser_and_on_the_server_over_tls(
         finally:
             scripted.close()
             plain.close()
-        assert job_states_tls(srv)[job_id] == "held"
+        assert job_states(srv)[job_id] == "held"
     finally:
         srv.stop()
-
-
-def tls_api(srv: Server) -> httpx.Client:
-    """The REST API of a --tls test server (its own self-signed certificate)."""
-    return httpx.Client(base_url=srv.url + "/api/v1", verify=False, auth=ADMIN)  # noqa: S501
-
-
-def job_states_tls(srv: Server) -> dict[int, str]:
-    with tls_api(srv) as c:
-        return {j["id"]: j["state"] for j in c.get("/jobs").json()}

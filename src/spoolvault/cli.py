@@ -605,6 +605,15 @@ def _audit_users(data_dir: Path, database: str | None, detail: str) -> None:
         record_offline(audit_path(data.root), db, _actor(), Action.USER_CHANGE, detail=detail)
 
 
+def _update_user(
+    data_dir: Path, database: str | None, username: str, field: str, value: str | None
+) -> None:
+    """Set one credential of a user (None removes it) and record which in the audit log."""
+    with _users(data_dir, database) as users:
+        users.update(username, {field: value})
+    _audit_users(data_dir, database, f"{username}: {field}")
+
+
 def _secret(name: str, confirm: bool = True) -> str:
     """A password or PIN: prompted (hidden) on a terminal, else one line of stdin.
 
@@ -717,9 +726,7 @@ def user_set_card(
         if clear == (card is not None):
             raise OperatorError("give a card number, or --clear")
         number = _secret("card number", confirm=False) if card == "-" else card
-        with _users(data_dir, database) as users:
-            users.update(username, {"card_number": number})
-        _audit_users(data_dir, database, f"{username}: card_number")
+        _update_user(data_dir, database, username, "card_number", number)
     except SpoolvaultError as exc:
         _fail(str(exc))
     _print_user_done("removed the card of" if clear else "enrolled a card for", username)
@@ -735,9 +742,7 @@ def user_set_pin(
     """Set a user's PIN (asked for, or one line of stdin), or remove it."""
     try:
         pin = None if clear else _secret("PIN")
-        with _users(data_dir, database) as users:
-            users.update(username, {"pin": pin})
-        _audit_users(data_dir, database, f"{username}: pin")
+        _update_user(data_dir, database, username, "pin", pin)
     except SpoolvaultError as exc:
         _fail(str(exc))
     _print_user_done("removed the PIN of" if clear else "set the PIN of", username)

@@ -10,6 +10,7 @@ decoded IPP message that does not re-encode to itself, or one input taking longe
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import time
@@ -237,20 +238,36 @@ TARGETS: dict[str, tuple[Callable[[random.Random, bytes], bool], Callable[[], li
 }
 
 
-def fuzz(target: str, count: int, seed: int, *, max_findings: int = 20) -> Stats:
-    """Run ``count`` mutated inputs through ``target``; never raises for a finding."""
+def fuzz(
+    target: str,
+    count: int,
+    seed: int,
+    *,
+    max_findings: int = 20,
+    seconds: float | None = None,
+    seeds: list[bytes] | None = None,
+) -> Stats:
+    """Run ``count`` mutated inputs through ``target``, fewer if ``seconds`` run out first;
+    never raises for a finding (the first ``max_findings`` are kept).
+
+    ``seeds`` replaces the target's own valid inputs (bench/ipp_codec_fuzz.py's messages).
+    """
     one, make_seeds = TARGETS[target]
-    seeds = make_seeds()
+    if seeds is None:
+        seeds = make_seeds()
     rng = random.Random(seed)
     stats = Stats()
     previous = signal.signal(signal.SIGALRM, _alarm)
     started = time.perf_counter()
+    deadline = math.inf if seconds is None else started + seconds
     try:
         for i in range(count):
             data = mutate(rng, rng.choice(seeds), seeds)
             if i % 1000 == 0:
                 signal.alarm(WATCHDOG)
             t0 = time.perf_counter()
+            if t0 >= deadline:
+                break
             try:
                 if one(rng, data):
                     stats.accepted += 1

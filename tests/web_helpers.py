@@ -1,0 +1,130 @@
+"""What the browser tests (test_admin_web, test_release_station) share besides conftest's
+fixtures: a server with a printer, its other clients (the REST API as the administrator,
+IPP Print-Job), the login form, and the screenshots for the docs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+import ippeve
+from conftest import ADMIN, CHROMIUM, Server, start_server
+from spoolvault.ipp.codec import IppMessage, decode, encode
+from spoolvault.ipp.constants import Operation, Status, ValueTag
+from test_ipp_server import job_group, new_request
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page, ViewportSize
+
+PASSWORD = "password-1"  # of every user that add_user creates
+SCREENSHOTS = os.environ.get("SPOOLVAULT_SCREENSHOTS")  # a directory for the docs' pictures
+NEEDS_CHROMIUM_AND_PRINTER = [  # the browser tests' pytestmark
+    pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
+]
+
+
+@contextlib.contextmanager
+def lobby_server(data_dir: Path, printer_uri: str) -> Iterator[Server]:
+    """A server whose administrator is ADMIN, with the printer "lobby" (group floor2)."""
+    srv = start_server(data_dir, env={"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1]})
+    try:
+        add_printer(srv, "lobby", printer_uri, group="floor2")
+        yield srv
+    finally:
+        srv.stop()
+
+
+# -- the REST API and IPP -------------------------------------------------------------------
+
+
+def api(srv: Server) -> httpx.Client:
+    """The REST API as ADMIN (a --tls server's own certificate is not checked)."""
+    return httpx.Client(
+        base_url=srv.url + "/api/v1",
+        timeout=60,
+        auth=ADMIN,
+        verify=False,  # noqa: S501 (the --tls test server's own certificate)
+    )
+
+
+def add_user(srv: Server, name: str, **extra: object) -> None:
+    """A user whose password is PASSWORD."""
+    with api(srv) as c:
+        r = c.post("/users", json={"username": name, "password": PASSWORD, **extra})
+        assert r.status_code == 201, r.text
+
+
+def add_printer(srv: Server, name: str, uri: str, **extra: object) -> None:
+    with api(srv) as c:
+        r = c.post("/printers", json={"name": name, "uri": uri, **extra})
+        assert r.status_code == 201, r.text
+
+
+def audit(srv: Server, **params: str) -> list[dict[str, object]]:
+    """The audit events that match ``params``, newest first."""
+    with api(srv) as c:
+        events: list[dict[str, object]] = c.get("/audit", params=params).json()
+        return events
+
+
+def submit(
+    srv: Server,
+    user: str,
+    body: bytes,
+    title: str,
+    fmt: str = "text/plain",
+    queue: str = "secure",
+    pin: bytes | None = None,
+) -> int:
+    """Print-Job ``body`` to ``queue`` as ``user``; the new job's id."""
+    req: IppMessage = new_request(Operation.PRINT_JOB, srv, user=user)
+    req.operation.set("printer-uri", ValueTag.URI, f"ipp://localhost/printers/{queue}")
+    if pin is not None:  # PWG 5100.11 job-password
+        req.operation.add("job-password", ValueTag.OCTET_STRING, pin)
+        req.operation.add("job-password-encryption", ValueTag.KEYWORD, "none")
+    req.operation.add("job-name", ValueTag.NAME, title)
+    req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, fmt)
+    r = httpx.post(
+        srv.url + f"/printers/{queue}",
+        content=encode(req) + body,
+        headers={"Content-Type": "application/ipp"},
+        verify=False,  # noqa: S501 (the --tls test server's own certificate)
+        timeout=30,
+    )
+    resp = decode(r.content)[0]
+    assert resp.code == Status.SUCCESSFUL_OK, resp
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None and isinstance(job_id.value, int)
+    return job_id.value
+
+
+# -- pages ----------------------------------------------------------------------------------
+
+
+def fill_login(page: Page, form: str, user: str, password: str) -> None:
+    """Log in with the page's user name and password form ``form`` (a CSS selector)."""
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click(f"{form} button")
+
+
+def screenshots(page: Page, name: str, viewports: dict[str, ViewportSize]) -> None:
+    """Save the page as NAME-LABEL.png at each viewport (by label) when SPOOLVAULT_SCREENSHOTS
+    is set."""
+    if not SCREENSHOTS:
+        return
+    out = Path(SCREENSHOTS)
+    out.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size
+    for label, viewport in viewports.items():
+        page.set_viewport_size(viewport)
+        page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
+    if size is not None:
+        page.set_viewport_size(size)
