@@ -118,3 +118,24 @@ def test_the_thread_ends_when_idle_and_starts_again() -> None:
     assert alive() == 0
     assert asyncio.run(worker.run(2)) == 20
     assert handle.batches == [[1], [2]]
+
+
+def test_no_thread_fails_every_waiter_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    failed: list[tuple[list[int], str]] = []
+
+    def fail(waiters: list[Waiter[int, int]], exc: BaseException) -> None:
+        failed.append(([w.item for w in waiters], str(exc)))
+        settle((w, exc) for w in waiters)
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    worker: BatchWorker[int, int] = BatchWorker(lambda ws: None, name="test-batch", fail=fail)
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            await asyncio.wait_for(worker.run(3), WAIT)
+
+    asyncio.run(main())
+    assert failed == [([3], "can't start new thread")]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,11 +15,13 @@ from typing import Any
 import anyio
 import pytest
 
+from spoolvault.audit import Action, AuditLog, list_events
 from spoolvault.db import Job, JobState
 from spoolvault.errors import SpoolWriteError
 from spoolvault.jobs.service import JobService, Submission
 from spoolvault.runtime import Runtime
-from spoolvault.spool.store import SpoolWriter
+from spoolvault.settings import HIDDEN_TITLE
+from spoolvault.spool.store import SpoolFile, SpoolWriter
 
 
 class Clock:
@@ -211,3 +216,125 @@ def test_one_failing_job_in_a_batch_fails_alone_and_leaves_no_file(rt: Runtime) 
     assert [j.title for j in held] == ["first", "good"]
     # Only the recorded jobs have files: the file of the job not recorded was removed.
     assert set(rt.store.encrypted.names()) == {j.spool_name for j in held}
+
+
+async def _slow_chunks(data: bytes, *, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+        await asyncio.sleep(0)
+
+
+def spool_files(rt: Runtime) -> list[str]:
+    """Every file in the encrypted spool directory, temporary ones included."""
+    return sorted(p.name for p in rt.store.encrypted.directory.iterdir())
+
+
+class SlowWrites(JobService):
+    """Each write of a batch to a spool file takes 0.3 s (a slow disk)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writing = threading.Event()
+
+    def _write(self, writer: SpoolWriter | None, chunks: list[bytes]) -> SpoolWriter:
+        self.writing.set()
+        time.sleep(0.3)
+        return super()._write(writer, chunks)
+
+
+def test_a_large_upload_cancelled_during_its_first_write_leaves_no_file(rt: Runtime) -> None:
+    jobs = SlowWrites(rt.db, rt.store)
+    data = os.urandom(3 * 1024 * 1024)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            jobs.submit(Submission(owner="alice", queue="secure"), _slow_chunks(data))
+        )
+        assert await asyncio.to_thread(jobs.writing.wait, 10)
+        task.cancel()  # the first MiB's thread (which made the writer) is still writing
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert spool_files(rt) == []
+    assert jobs.list() == []
+
+
+class SlowRecord(JobService):
+    """Committing a large document takes 0.3 s, and recording a batch 0.5 s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.committing = threading.Event()
+
+    def _write_and_commit(
+        self, writer: SpoolWriter | None, chunks: list[bytes], *, sync_dir: bool = True
+    ) -> SpoolFile:
+        self.committing.set()
+        time.sleep(0.3)
+        return super()._write_and_commit(writer, chunks, sync_dir=sync_dir)
+
+    def _record_batch(self, waiters: list[Any]) -> None:
+        time.sleep(0.5)
+        super()._record_batch(waiters)
+
+
+def test_a_cancelled_large_submit_returns_only_once_its_job_is_recorded(rt: Runtime) -> None:
+    jobs = SlowRecord(rt.db, rt.store)
+    data = os.urandom(2 * 1024 * 1024 + 1)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            jobs.submit(Submission(owner="alice", queue="secure"), _chunks(data))
+        )
+        assert await asyncio.to_thread(jobs.committing.wait, 10)
+        task.cancel()  # while its file is committed; its record comes after
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Nothing is still in flight when the cancelled call returns.
+        assert [j.state for j in jobs.list()] == [JobState.HELD]
+
+    asyncio.run(main())
+    [job] = jobs.list()
+    assert rt.store.encrypted.names() == [job.spool_name]
+    assert jobs.drain(1.0)
+
+
+class BrokenSettings(JobService):
+    """The settings cannot be read once the job is recorded (a database hiccup)."""
+
+    def _submitted(self, jobs: list[Job]) -> None:
+        self.settings = self._broken  # type: ignore[method-assign]
+        super()._submitted(jobs)
+
+    def _broken(self) -> dict[str, Any]:
+        raise RuntimeError("database is locked")
+
+
+def test_a_recorded_job_is_accepted_and_audited_even_if_settings_fail(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    audit = AuditLog.open(tmp_path / "audit.jsonl", rt.db)
+    try:
+        jobs = BrokenSettings(rt.db, rt.store, audit=audit)
+        job_id = submit(jobs, "alice", b"%PDF-1.4 hello")
+        assert audit.sync()
+    finally:
+        audit.close()
+    [event] = [e for e in list_events(rt.db) if e.action == Action.JOB_SUBMIT]
+    assert event.job_id == job_id
+    assert f"title {HIDDEN_TITLE}" in event.detail  # hidden, as the setting is unknown
+
+
+def test_a_failed_directory_fsync_refuses_the_jobs_and_removes_their_files(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(directory: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("spoolvault.jobs.service.fsync_dir", broken)
+    jobs = JobService(rt.db, rt.store)
+    with pytest.raises(SpoolWriteError, match=r"cannot sync the spool directory .*Input/output"):
+        submit(jobs, "alice", b"%PDF-1.4 lost")
+    assert spool_files(rt) == []
+    assert jobs.list() == []

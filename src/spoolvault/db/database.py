@@ -159,6 +159,7 @@ class _GroupInsert:
     its `add` returns, so a client still hears success only once its record is durable,
     and the WAL is synced once per batch instead of once per job. Core, not the ORM: the
     ORM's unit of work was a fifth of intake CPU (docs/benchmarks.md, "Intake").
+    Intake's record thread calls ``commit`` itself with its own batches (``add_jobs``).
     """
 
     def __init__(self, engine: Engine) -> None:

@@ -3,11 +3,14 @@
 One service used by every front end (IPP, raw 9100, LPD, and later the release stations
 and the REST API). The order of intake is what makes "durable before acknowledged" hold:
 
-1. the document streams into a spool writer (encrypted when the server's setting says
-   so) in bounded chunks, in a worker thread so the event loop never blocks on disk;
-2. the writer commits: file fsynced, renamed, directory fsynced;
-3. the job record is committed (SQLite synchronous=FULL / PostgreSQL);
-4. the ``job.submit`` audit event is recorded (docs/audit.md);
+1. the document is received: whole in memory if it ends within its first MiB, else
+   streamed into a spool writer (encrypted when the server's setting says so) a MiB at a
+   time in worker threads, so the event loop never blocks on disk;
+2. the writer commits: file fsynced, renamed, directory fsynced (small documents by the
+   intake-write thread, every one waiting in one pass; docs/intake.md);
+3. the job record is committed (SQLite synchronous=FULL / PostgreSQL) by the intake-record
+   thread, every job waiting in one transaction;
+4. the ``job.submit`` audit events are recorded, one fsync for the batch (docs/audit.md);
 5. only then is the client told the job is accepted.
 
 A failure at 1 or 2 leaves nothing; a failure at 3 deletes (crypto-shreds) the file. A crash
@@ -24,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -98,6 +102,7 @@ class _Intake:
     job_id: int | None = None  # an INCOMING job (Create-Job) that gets this document
     document: list[bytes] | None = None  # a small document, for the write thread
     spool_file: SpoolFile | None = None  # the document, committed (for the record thread)
+    recorded: bool = False  # its job record is committed
 
 
 class JobNotFound(ClientError):
@@ -177,8 +182,9 @@ class JobService:
         self.archive: Archive | None = None  # set by the server: Print Archiving
         self.metrics = Metrics(db)
         self._purged_at = self._redacted_at = -ARCHIVE_PURGE_EVERY
-        # Called (from a worker thread) once a new job is durable: a print provider then
-        # reports it to its application server at once (servers/provider.py).
+        # Called from the intake-record thread (must not block) once new jobs are durable:
+        # a print provider then reports them to its application server at once
+        # (servers/provider.py).
         self.on_submit: Callable[[], None] | None = None
         # Set on an application server: cancels a job held on a print provider there
         # (job, reason, actor) -> the job as the provider reports it (servers/remote.py).
@@ -186,11 +192,13 @@ class JobService:
         # Make received documents durable held jobs, every job waiting in one pass: a
         # pipeline of two threads, one writing small documents, one recording jobs.
         self._writing: BatchWorker[_Intake, Job] = BatchWorker(
-            self._write_batch, name="intake-write"
+            self._write_batch, name="intake-write", fail=self._fail_intakes, max_batch=64
         )
         self._recording: BatchWorker[_Intake, Job] = BatchWorker(
-            self._record_batch, name="intake-record"
+            self._record_batch, name="intake-record", fail=self._fail_intakes
         )
+        self._committing = 0  # large documents being committed in worker threads
+        self._committing_lock = threading.Lock()
 
     def record_event(
         self,
@@ -276,11 +284,13 @@ class JobService:
                 held += len(chunk)
                 if held >= WRITE_BATCH:
                     if pending is not None:
-                        writer = await pending
+                        # Shielded: a cancelled request must still learn the writer (made
+                        # by the first batch's thread) to abort it below.
+                        writer = await asyncio.shield(pending)
                     pending = asyncio.ensure_future(in_thread(self._write, writer, batch))
                     batch, held = [], 0
             if pending is not None:
-                writer, pending = await pending, None
+                writer, pending = await asyncio.shield(pending), None
         except BaseException:
             # Client gone, disk full, shutdown: nothing of this job may remain. A write
             # still running in its thread ends first: the writer is not shared.
@@ -341,6 +351,8 @@ class JobService:
         # A large one is committed in a worker thread (its fsync may take a while and must
         # not hold up the small ones), which queues it for the record thread itself: a
         # request cancelled meanwhile still leaves a recorded job, not a file without one.
+        # The thread settles or queues the waiter on every path: awaiting the waiter alone
+        # (not the thread) makes a cancelled request wait until the job is recorded.
         loop = asyncio.get_running_loop()
         waiter: Waiter[_Intake, Job] = Waiter(intake, loop, loop.create_future())
 
@@ -349,11 +361,40 @@ class JobService:
                 intake.spool_file = self._write_and_commit(writer, rest)
             except BaseException as exc:
                 settle([(waiter, exc)])
-                return
-            self._recording.put([waiter])
+            else:
+                self._recording.put([waiter])
+            finally:
+                with self._committing_lock:
+                    self._committing -= 1
 
-        await in_thread(commit_and_queue)
+        with self._committing_lock:
+            self._committing += 1
+        try:
+            loop.run_in_executor(_WORKERS, commit_and_queue)
+        except BaseException:
+            with self._committing_lock:
+                self._committing -= 1
+            await in_thread(writer.abort)
+            raise
         return await settled(waiter.future)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every document received so far is recorded or refused (at shutdown,
+        before the audit log closes); False if ``timeout`` ran out first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # The write thread and large commits hand on to the record thread: all three
+            # idle, and the first still idle after the others, means nothing is in flight.
+            if (
+                self._writing.wait_idle(0.05)
+                and self._committing == 0
+                and self._recording.wait_idle(0.05)
+                and self._writing.wait_idle(0)
+                and self._committing == 0
+            ):
+                return True
+        log.error("intake: jobs still being made durable after %.0f s at shutdown", timeout)
+        return False
 
     def _write_batch(self, waiters: list[Waiter[_Intake, Job]]) -> None:
         """The write thread's pass over every small document waiting (BatchWorker).
@@ -368,10 +409,13 @@ class JobService:
         for w in waiters:
             document, w.item.document = w.item.document, None
             assert document is not None
+            writer = None
             try:
                 writer = self._write(None, document)
                 writer.end()
             except BaseException as exc:
+                if writer is not None:
+                    writer.abort()
                 failed.append((w, exc))
             else:
                 ended.append((w, writer))
@@ -380,16 +424,17 @@ class JobService:
             try:
                 w.item.spool_file = spool_file = writer.commit(sync_dir=False)
             except BaseException as exc:
+                writer.abort()
                 failed.append((w, exc))
             else:
                 unsynced.setdefault(spool_file.encrypted, []).append(w)
         done: list[Waiter[_Intake, Job]] = []
         for encrypted, synced in unsynced.items():
-            spool = self.store.spool(encrypted)
+            directory = self.store.spool(encrypted).directory
             try:
-                fsync_dir(spool.directory)
+                fsync_dir(directory)
             except OSError as exc:
-                error = SpoolWriteError(f"cannot sync {spool.directory}: {exc.strerror}")
+                error = SpoolWriteError(f"cannot sync the spool directory {directory}: {exc}")
                 for w in synced:
                     self._remove_file(w.item)
                     failed.append((w, error))
@@ -415,7 +460,10 @@ class JobService:
             except Exception as exc:
                 results[i] = exc
         if new:
-            errors = self.db.add_jobs([job for _, job in new])
+            try:
+                errors = self.db.add_jobs([job for _, job in new])
+            except Exception as exc:
+                errors = [exc] * len(new)
             for (i, job), error in zip(new, errors, strict=True):
                 results[i] = error if error is not None else job
         outcomes: list[tuple[Waiter[_Intake, Job], Job | BaseException]] = []
@@ -423,24 +471,40 @@ class JobService:
             assert result is not None
             if isinstance(result, BaseException):
                 self._remove_file(w.item)
+            else:
+                w.item.recorded = True
             outcomes.append((w, result))
         self._submitted([r for _, r in outcomes if isinstance(r, Job)])
         settle(outcomes)
 
+    def _fail_intakes(self, waiters: list[Waiter[_Intake, Job]], exc: BaseException) -> None:
+        """A batch that could not be handled (a bug, or no thread): the jobs not recorded
+        lose their files, and every request hears the error."""
+        for w in waiters:
+            if not w.item.recorded:
+                self._remove_file(w.item)
+        settle((w, exc) for w in waiters)
+
     def _remove_file(self, intake: _Intake) -> None:
-        """Remove the committed file of a job that will not be recorded (never raises)."""
+        """Remove the committed file of a job that will not be recorded (never raises;
+        a file left behind is removed at the next start, as no job names it)."""
         spool_file = intake.spool_file
         if spool_file is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self.store.spool(spool_file.encrypted).delete(spool_file.name, missing_ok=True)
+            except Exception:
+                log.exception("could not remove spool file %s of a refused job", spool_file.name)
 
     def _submitted(self, jobs: list[Job]) -> None:
-        """Count and audit newly held jobs (one audit fsync for all)."""
+        """Audit and count newly held jobs (one audit fsync for all). Never raises: the
+        jobs are durable, and their clients hear so whatever fails here (logged)."""
         if not jobs:
             return
-        hide = bool(self.settings()[HIDE_DOCUMENT_NAMES])
-        for job in jobs:
-            self.metrics.spooled(job.size, job.encrypted)
+        try:
+            hide = bool(self.settings()[HIDE_DOCUMENT_NAMES])
+        except Exception:
+            log.exception("cannot read the settings: document names hidden in the audit")
+            hide = True
         self.record_events(
             [
                 AuditEntry(
@@ -452,8 +516,13 @@ class JobService:
                 for job in jobs
             ]
         )
-        if self.on_submit is not None:
-            self.on_submit()
+        try:
+            for job in jobs:
+                self.metrics.spooled(job.size, job.encrypted)
+            if self.on_submit is not None:
+                self.on_submit()
+        except Exception:
+            log.exception("could not count or report %d submitted jobs", len(jobs))
 
     def _new_job(self, intake: _Intake) -> Job:
         sub, spool_file = intake.sub, intake.spool_file

@@ -42,19 +42,29 @@ class Waiter(Generic[T, R]):
 class BatchWorker(Generic[T, R]):
     """One thread that runs ``handle(waiters)`` on everything queued so far.
 
-    ``handle`` must ``settle`` each waiter or ``put`` it to another worker; if it raises,
-    every waiter of the batch gets that exception.
+    ``handle`` must ``settle`` each waiter or ``put`` it to another worker. If it raises,
+    or no thread can be started, ``fail(waiters, exc)`` gets every waiter concerned: it
+    cleans up what they left and settles them (by default it only settles them).
     """
 
     def __init__(
-        self, handle: Callable[[list[Waiter[T, R]]], None], *, name: str, idle: float = 5.0
+        self,
+        handle: Callable[[list[Waiter[T, R]]], None],
+        *,
+        name: str,
+        fail: Callable[[list[Waiter[T, R]], BaseException], None] | None = None,
+        max_batch: int = 256,
+        idle: float = 5.0,
     ) -> None:
         self._handle = handle
+        self._fail = fail or _settle_all
         self.name = name
+        self.max_batch = max_batch
         self.idle = idle
         self._cond = threading.Condition()
         self._queue: list[Waiter[T, R]] = []
-        self._running = False
+        self._running = False  # a thread is started and not ended
+        self._busy = False  # it is inside handle
 
     async def run(self, item: T) -> R:
         """Queue ``item`` and return its result (or raise its exception).
@@ -68,36 +78,49 @@ class BatchWorker(Generic[T, R]):
         return await settled(waiter.future)
 
     def put(self, waiters: list[Waiter[T, R]]) -> None:
-        """Queue these waiters (any thread may call)."""
+        """Queue these waiters (any thread may call; never raises)."""
         with self._cond:
             self._queue.extend(waiters)
             if self._running:
-                self._cond.notify()
+                self._cond.notify_all()  # the thread, and any wait_idle
                 return
             self._running = True
         try:
             threading.Thread(target=self._run, name=self.name, daemon=True).start()
-        except BaseException as exc:
+        except BaseException as exc:  # e.g. no more threads: fail all that wait, not hang
             with self._cond:
                 self._running = False
-                self._queue = [w for w in self._queue if w not in waiters]
-            settle((w, exc) for w in waiters)
-            raise
+                stranded, self._queue = self._queue, []
+            log.error("%s: cannot start its thread: %s", self.name, exc)
+            self._fail(stranded, exc)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is queued or being handled; False if ``timeout`` ran out."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
 
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._busy = False
+                self._cond.notify_all()  # for wait_idle
                 if not self._queue:
                     self._cond.wait(self.idle)
                 if not self._queue:
                     self._running = False
                     return
-                batch, self._queue = self._queue, []
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                self._busy = True
             try:
                 self._handle(batch)
             except BaseException as exc:  # a bug: fail this batch, keep the thread
                 log.exception("%s: a batch of %d failed", self.name, len(batch))
-                settle((w, exc) for w in batch)
+                self._fail(batch, exc)
+
+
+def _settle_all(waiters: list[Waiter[Any, Any]], exc: BaseException) -> None:
+    settle((w, exc) for w in waiters)
 
 
 def settle(outcomes: Iterable[tuple[Waiter[Any, R], R | BaseException]]) -> None:

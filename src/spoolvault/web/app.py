@@ -261,6 +261,8 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # Jobs being recorded get their audit lines before the log closes.
+            await in_thread(jobs.drain)
             await in_thread(audit.close)
 
     ipp_post = ipp.http_post
