@@ -345,43 +345,9 @@ class Database:
 
     # -- jobs --------------------------------------------------------------------------
 
-    def add_job(
-        self,
-        *,
-        owner: str,
-        queue: str,
-        spool_name: str | None,
-        size: int,
-        encrypted: bool,
-        title: str = "",
-        state: JobState | str = JobState.HELD,
-        state_reason: str | None = None,
-        pages: int | None = None,
-        key_id: str | None = None,
-        format_version: int | None = None,
-        server: str = PRIMARY_SERVER,
-        created_at: datetime | None = None,
-        **details: Any,
-    ) -> Job:
-        """Record a job and commit; return it with its new id (a positive integer)."""
-        return self._jobs_in.add(
-            self.new_job(
-                owner=owner,
-                queue=queue,
-                spool_name=spool_name,
-                size=size,
-                encrypted=encrypted,
-                title=title,
-                state=state,
-                state_reason=state_reason,
-                pages=pages,
-                key_id=key_id,
-                format_version=format_version,
-                server=server,
-                created_at=created_at,
-                **details,
-            )
-        )
+    def add_job(self, **fields: Any) -> Job:
+        """Record a job (``new_job``'s fields) and commit; return it with its new id."""
+        return self._jobs_in.add(self.new_job(**fields))
 
     def new_job(
         self,
