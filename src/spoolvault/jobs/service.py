@@ -349,10 +349,9 @@ class JobService:
             intake.document = rest
             return await self._writing.run(intake)
         # A large one is committed in a worker thread (its fsync may take a while and must
-        # not hold up the small ones), which queues it for the record thread itself: a
-        # request cancelled meanwhile still leaves a recorded job, not a file without one.
-        # The thread settles or queues the waiter on every path: awaiting the waiter alone
-        # (not the thread) makes a cancelled request wait until the job is recorded.
+        # not hold up the small ones), which then queues it for the record thread itself.
+        # Only the job's future is awaited, so a request cancelled meanwhile still waits
+        # until its job is recorded or refused: never a file without a record.
         loop = asyncio.get_running_loop()
         waiter: Waiter[_Intake, Job] = Waiter(intake, loop, loop.create_future())
 
