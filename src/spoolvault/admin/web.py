@@ -34,7 +34,7 @@ from urllib.parse import quote, urlencode
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from spoolvault import __version__
@@ -59,7 +59,7 @@ from spoolvault.settings import (
     InvalidSetting,
     SettingsConflict,
 )
-from spoolvault.web.pages import SECURITY_HEADERS, form_field, size, templates
+from spoolvault.web.pages import SECURITY_HEADERS, PageSet, form_field, size
 from spoolvault.web.sessions import LoginTokens, SessionStore, WebSession
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def _when(at: datetime | None) -> str:
     return "" if at is None else at.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-class AdminPages:
+class AdminPages(PageSet):
     """The admin web interface over the app's services."""
 
     def __init__(
@@ -150,13 +150,9 @@ class AdminPages:
         self.identity = identity
         self.audit = audit
         self.db = jobs.db
-        self.tls = tls
+        super().__init__(_HERE, _STATIC, tls=tls, cookie_path=COOKIE_PATH)
         self.sessions = SessionStore(clock, max_age=ADMIN_MAX_SECONDS)
         self.login_tokens = LoginTokens()
-        self.templates = templates(_HERE / "templates")
-        self._static = {
-            name: ((_HERE / "static" / name).read_bytes(), media) for name, media in _STATIC.items()
-        }
         self._previews: OrderedDict[int, bytes] = OrderedDict()
 
     def routes(self) -> list[BaseRoute]:
@@ -184,33 +180,6 @@ class AdminPages:
         ]
 
     # -- responses ---------------------------------------------------------------------
-
-    def _render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        body = self.templates.get_template(template).render(**context)
-        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
-
-    def _redirect(self, url: str) -> RedirectResponse:
-        return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
-
-    def _secure(self, request: Request) -> bool:
-        return self.tls or request.url.scheme == "https"
-
-    def _set_cookie(self, request: Request, response: Response, name: str, value: str) -> None:
-        response.set_cookie(
-            name,
-            value,
-            path=COOKIE_PATH,
-            secure=self._secure(request),
-            httponly=True,
-            samesite="strict",
-        )
-
-    async def static(self, request: Request) -> Response:
-        found = self._static.get(request.path_params["name"])
-        if found is None:
-            return Response("not found", status_code=404, media_type="text/plain")
-        body, media = found
-        return Response(body, media_type=media, headers={"Cache-Control": "max-age=3600"})
 
     async def _context(self, session: WebSession, nav: str) -> dict[str, Any]:
         """What every page's frame needs."""

@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from spoolvault.audit import Action, Outcome
@@ -62,7 +62,7 @@ from spoolvault.settings import (
     RELEASE_STATION_CARD_PIN,
     RELEASE_STATION_IDLE_SECONDS,
 )
-from spoolvault.web.pages import SECURITY_HEADERS, form_field, size, templates
+from spoolvault.web.pages import PageSet, form_field, size
 from spoolvault.web.sessions import (
     SESSION_MAX_SECONDS,
     LoginTokens,
@@ -213,7 +213,7 @@ async def printer_states(release: ReleaseService, printers: list[Printer]) -> li
 # --------------------------------------------------------------------------- the station
 
 
-class Station:
+class Station(PageSet):
     """The release station pages over the job and release services."""
 
     def __init__(
@@ -229,13 +229,9 @@ class Station:
         self.release = release
         self.identity = identity
         self.db = jobs.db
-        self.tls = tls
+        super().__init__(_HERE, _STATIC, tls=tls, cookie_path=COOKIE_PATH)
         self.sessions = SessionStore(clock)
         self.login_tokens = LoginTokens()  # login-form CSRF tokens, per process
-        self.templates = templates(_HERE / "templates")
-        self._static = {
-            name: ((_HERE / "static" / name).read_bytes(), media) for name, media in _STATIC.items()
-        }
 
     def routes(self) -> list[BaseRoute]:
         """The routes to add to the application (static files first)."""
@@ -247,37 +243,10 @@ class Station:
 
     # -- responses ---------------------------------------------------------------------
 
-    def _render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        body = self.templates.get_template(template).render(**context)
-        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
-
     def _error(self, status: int, title: str, message: str, back: str) -> HTMLResponse:
         return self._render(
             "error.html", status, title=title, message=message, back=back, printer=None
         )
-
-    def _secure(self, request: Request) -> bool:
-        return self.tls or request.url.scheme == "https"
-
-    def _set_cookie(self, request: Request, response: Response, name: str, value: str) -> None:
-        response.set_cookie(
-            name,
-            value,
-            path=COOKIE_PATH,
-            secure=self._secure(request),
-            httponly=True,
-            samesite="strict",
-        )
-
-    def _redirect(self, url: str) -> RedirectResponse:
-        return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
-
-    async def static(self, request: Request) -> Response:
-        found = self._static.get(request.path_params["name"])
-        if found is None:
-            return Response("not found", status_code=404, media_type="text/plain")
-        body, media = found
-        return Response(body, media_type=media, headers={"Cache-Control": "max-age=3600"})
 
     # -- the one page ------------------------------------------------------------------
 
