@@ -29,6 +29,11 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'spoolvault_test') THEN
         CREATE ROLE spoolvault_test LOGIN CREATEDB PASSWORD 'spoolvault_test';
     END IF;
+    -- The tests drop their scratch databases WITH (FORCE), which must also end an
+    -- autovacuum worker busy in one (not a process of this role: refused without this).
+    IF NOT pg_has_role('spoolvault_test', 'pg_signal_backend', 'MEMBER') THEN
+        GRANT pg_signal_backend TO spoolvault_test;
+    END IF;
 END
 $$;
 SQL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -505,10 +506,19 @@ def pg_url() -> Iterator[str]:
     try:
         yield admin_url.set(database=name).render_as_string(hide_password=False)
     finally:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            for attempt in range(50):
+                try:
+                    conn.execute(drop)
+                    break
+                except psycopg.errors.InsufficientPrivilege:
+                    # An autovacuum worker in the database, and a role without
+                    # pg_signal_backend (scripts/start-test-services.sh grants it): it ends
+                    # by itself soon.
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.2)
 
 
 @pytest.mark.postgres

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
 import shutil
@@ -444,6 +445,43 @@ def test_raw_client_reset_mid_job_leaves_nothing(rt: Runtime) -> None:
     run_server(rt, "raw", scenario)
     assert held(rt) == []
     assert spool_entries(rt) == set()
+
+
+@pytest.mark.parametrize("kind", ["raw", "lpd"])
+def test_a_connection_resets_from_the_moment_it_is_accepted(rt: Runtime, kind: str) -> None:
+    """The kernel's close of a socket no session has seen yet is a reset, not a FIN.
+
+    asyncio may accept a connection and read all of its bytes before the session's first
+    line runs. If the process dies then (SIGKILL), the kernel closes that socket; with
+    nothing left unread and the default linger that close is a FIN, which a raw client
+    takes for "job accepted". The crash drill lost raw jobs that way (docs/reliability.md).
+    Here the test accepts from the server's listening socket itself while the event loop
+    is held, reads everything, and closes the socket as the kernel would at a death.
+    """
+
+    async def scenario(server: IntakeServer, port: int) -> bytes | str:
+        listener = server.sockets[0]
+        with (
+            socket.socket(fileno=os.dup(listener.fileno())) as stolen,
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT) as client,
+        ):
+            client.sendall(pjl_job("alice", "unseen", b"never kept\n"))
+            client.shutdown(socket.SHUT_WR)
+            # The event loop does not run until this coroutine awaits: it cannot take the
+            # connection first.
+            stolen.settimeout(WAIT)  # (non-blocking, as asyncio left it, with a wait)
+            conn, _ = stolen.accept()
+            with conn:
+                conn.settimeout(WAIT)
+                while conn.recv(65536):
+                    pass
+            try:
+                return client.recv(1)  # b"": a FIN
+            except ConnectionResetError:
+                return "reset"
+
+    assert run_server(rt, kind, scenario) == "reset"
+    assert held(rt) == []
 
 
 def test_raw_idle_client_is_dropped_and_its_job_discarded(rt: Runtime) -> None:

@@ -90,7 +90,7 @@ async def close_connection(writer: asyncio.StreamWriter, *, graceful: bool) -> N
     if graceful:
         sock = writer.get_extra_info("socket")
         if sock is not None:
-            # Undo arm_reset(): only this deliberate close ends with a FIN.
+            # Undo reset_by_default(): only this deliberate close ends with a FIN.
             with contextlib.suppress(OSError, ValueError):  # uvloop: no fd once reset
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
         writer.close()
@@ -100,18 +100,18 @@ async def close_connection(writer: asyncio.StreamWriter, *, graceful: bool) -> N
         await writer.wait_closed()
 
 
-def arm_reset(writer: asyncio.StreamWriter) -> None:
+def reset_by_default(listener: socket.socket) -> None:
     """Make any close but close_connection(graceful=True) a reset, even the kernel's own.
 
     When the process dies (SIGKILL, OOM, power), the kernel closes its sockets, and a plain
-    close sends a FIN: to a raw 9100 client that reads as "job accepted" (found by the crash
-    drill, tests/reliability). With SO_LINGER 0 the kernel resets them instead, so a client
-    is never told a job was kept that was not made durable.
+    close of a connection whose bytes were all read sends a FIN: to a raw 9100 client that
+    reads as "job accepted" (found by the crash drill, tests/reliability). With SO_LINGER 0
+    the kernel resets them instead, so a client is never told a job was kept that was not
+    made durable. It is set on the listening socket, whose connections inherit it from the
+    moment the kernel accepts them: asyncio may read a new connection's first bytes before
+    any code of ours sees its socket (the crash drill caught exactly that, under strace).
     """
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError, ValueError):  # uvloop: no fd once reset
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def reset_connection(writer: asyncio.StreamWriter) -> None:
@@ -228,7 +228,6 @@ class IntakeServer(asyncio.AbstractServer):
         """Start serving ``session`` (one call per connection) on the bound, listening ``sock``."""
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            arm_reset(writer)
             assert isinstance(reader, _ActiveReader)
             if len(self._sessions) >= self.max_connections and not self._evict_one():
                 log.warning(
@@ -261,6 +260,7 @@ class IntakeServer(asyncio.AbstractServer):
                     await writer.wait_closed()
 
         loop = asyncio.get_running_loop()
+        reset_by_default(sock)
 
         def protocol() -> asyncio.StreamReaderProtocol:
             # What asyncio.start_server does, with a reader that records activity.
