@@ -22,10 +22,12 @@ from sqlalchemy import Column, Integer, MetaData, Table, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from db_faults import CommitLostAfterLanding
 from spoolvault.db import (
     ADMIN_USERNAME,
     FILE_STATES,
     Base,
+    CommitUnknown,
     Database,
     Job,
     JobState,
@@ -614,6 +616,30 @@ def test_postgres_exclusive_settings_race(pg_url: str) -> None:
             final = one.get_settings()
             assert not (final["spool_file_encryption"] and final["print_archiving"])
             one.update_settings("primary", {"print_archiving": False})
+
+
+def test_a_commit_that_landed_but_failed_is_not_recorded_twice(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retrying one job at a time after an ambiguous COMMIT would insert the jobs that did
+    land again: each would fail as a duplicate spool name, and intake would remove the file
+    its committed record names. The jobs that landed are found and keep their rows."""
+    monkeypatch.setattr(db._jobs_in, "engine", CommitLostAfterLanding(db.engine))
+    jobs = [db.new_job(**job_fields(title=f"job {n}")) for n in range(3)]
+    assert db.add_jobs(jobs) == [None, None, None]
+    with db.session(write=False) as s:
+        rows = list(s.scalars(select(Job).order_by(Job.id)))
+    assert [(r.id, r.spool_name) for r in rows] == [(j.id, j.spool_name) for j in jobs]
+
+
+def test_a_commit_that_failed_and_cannot_be_checked_is_unknown(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db._jobs_in, "engine", CommitLostAfterLanding(db.engine, ask_fails=True))
+    jobs = [db.new_job(**job_fields()) for _ in range(2)]
+    errors = db.add_jobs(jobs)
+    assert all(isinstance(e, CommitUnknown) for e in errors), errors
+    assert "could not be asked" in str(errors[0])
 
 
 def test_concurrent_add_job_commits_each_job_once_in_shared_transactions(db: Database) -> None:

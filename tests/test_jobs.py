@@ -15,8 +15,9 @@ from typing import Any
 import anyio
 import pytest
 
+from db_faults import CommitLostAfterLanding
 from spoolvault.audit import Action, AuditLog, list_events
-from spoolvault.db import Job, JobState
+from spoolvault.db import CommitUnknown, Job, JobState
 from spoolvault.errors import SpoolWriteError
 from spoolvault.jobs.service import JobService, Submission
 from spoolvault.runtime import Runtime
@@ -338,3 +339,20 @@ def test_a_failed_directory_fsync_refuses_the_jobs_and_removes_their_files(
         submit(jobs, "alice", b"%PDF-1.4 lost")
     assert spool_files(rt) == []
     assert jobs.list() == []
+
+
+def test_a_job_whose_commit_is_unknown_keeps_its_file(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's COMMIT failed and the database could not be asked whether it landed:
+    the client hears an error, but the file stays, so a record that did land is never a
+    job without its document (a file no job names is removed at the next start)."""
+    monkeypatch.setattr(
+        rt.db._jobs_in, "engine", CommitLostAfterLanding(rt.db.engine, ask_fails=True)
+    )
+    jobs = JobService(rt.db, rt.store)
+    with pytest.raises(CommitUnknown):
+        submit(jobs, "alice", b"%PDF-1.4 landed after all")
+    [job] = jobs.list()  # it did land
+    assert job.spool_name is not None
+    assert rt.store.encrypted.read_all(job.spool_name) == b"%PDF-1.4 landed after all"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from spoolvault.db.database import (
     ADMIN_USERNAME,
     PRIMARY_SERVER,
+    CommitUnknown,
     Database,
     UnknownServer,
     UserExists,
@@ -42,6 +43,7 @@ __all__ = [
     "AppInstance",
     "AuditEvent",
     "Base",
+    "CommitUnknown",
     "Database",
     "Delegation",
     "Device",

@@ -53,7 +53,7 @@ from spoolvault.db.models import (
     utcnow,
 )
 from spoolvault.db.url import mask_url, normalize_url
-from spoolvault.errors import ClientError, ConfigError
+from spoolvault.errors import ClientError, ConfigError, SpoolvaultError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,12 @@ _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 
 class UserExists(ClientError):
     """A user of that name exists already (HTTP 409)."""
+
+
+class CommitUnknown(SpoolvaultError):
+    """A job record's commit failed and the database could not be asked whether it had
+    landed all the same: the record may exist. Its spool file must be kept (a file no job
+    names is removed at the next start; a record without its file would be a broken job)."""
 
 
 class UnknownServer(ClientError):
@@ -216,16 +222,59 @@ class _GroupInsert:
             with self.engine.begin() as conn:
                 ids = conn.execute(self._insert, rows).scalars().all()
         except Exception as first:
+            # A COMMIT that failed may still have committed (PostgreSQL's connection lost
+            # during it). Inserted again, such a job would fail as a duplicate and its
+            # caller would remove the spool file its record names: ask first.
+            try:
+                batch = self._not_landed(batch)
+            except Exception as exc:
+                for e in batch:
+                    e.error = CommitUnknown(
+                        f"the job record may or may not be committed ({first}; the database "
+                        f"could not be asked: {exc})"
+                    )
+                return
             if len(batch) == 1:
                 batch[0].error = first
-                return
-            # One bad row (a duplicate spool name) must not fail the others: one at a time.
-            for e in batch:
-                self.commit([e])
+            elif batch:
+                # One bad row (a duplicate spool name) must not fail the others.
+                for e in batch:
+                    self.commit([e])
             return
         for e, job_id in zip(batch, ids, strict=True):
             e.job.id = job_id
             e.committed = True
+
+    def _not_landed(self, batch: list[_Pending]) -> list[_Pending]:
+        """The jobs of ``batch`` not in the database; the others get their ids.
+
+        A row is this job's if it names the same spool file (a random name) and has the
+        same owner, size and creation time. A Create-Job job has no file yet and cannot be
+        told apart: it is inserted again (its twin expires unused, as any job that never
+        gets its document).
+        """
+        names = [e.job.spool_name for e in batch if e.job.spool_name is not None]
+        if not names:
+            return batch
+        query = select(Job.id, Job.spool_name, Job.owner, Job.size, Job.created_at).where(
+            Job.spool_name.in_(names)
+        )
+        with self.engine.connect() as conn:
+            found = {row.spool_name: row for row in conn.execute(query)}
+        rest = []
+        for e in batch:
+            row = found.get(e.job.spool_name)
+            job = e.job
+            if row is not None and (row.owner, row.size, row.created_at) == (
+                job.owner,
+                job.size,
+                job.created_at,
+            ):
+                job.id = row.id
+                e.committed = True
+            else:
+                rest.append(e)
+        return rest
 
 
 class Database:

@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from spoolvault.audit import SYSTEM, Action, Outcome
-from spoolvault.db import Job, Printer
+from spoolvault.db import CommitUnknown, Job, Printer
 from spoolvault.db import JobState as DbState
 from spoolvault.errors import ClientError, SpoolWriteError
 from spoolvault.ipp import attributes as A
@@ -266,8 +266,8 @@ class IppServer:
             resp = _response(ctx, Status.CLIENT_ERROR_NOT_POSSIBLE, str(exc))
         except JobTooLarge as exc:
             resp = _response(ctx, Status.CLIENT_ERROR_REQUEST_ENTITY_TOO_LARGE, str(exc))
-        except SpoolWriteError as exc:
-            log.error("spool write failed: %s", exc)
+        except (SpoolWriteError, CommitUnknown) as exc:
+            log.error("IPP %s: %s", _op_name(msg.code), exc)
             resp = _response(ctx, Status.SERVER_ERROR_TEMPORARY_ERROR, str(exc))
         except IppParseError as exc:
             resp = _response(ctx, exc.status, str(exc))

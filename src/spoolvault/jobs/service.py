@@ -41,7 +41,7 @@ from sqlalchemy import ColumnElement, func, or_, select, true, update
 
 from spoolvault.archive import Archive
 from spoolvault.audit import SYSTEM, Action, AuditEntry, AuditLog, Outcome, QueuedAudit
-from spoolvault.db import Database, Job, JobState, Printer
+from spoolvault.db import CommitUnknown, Database, Job, JobState, Printer
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ClientError, SpoolError, SpoolWriteError
 from spoolvault.jobs.pages import PageCounter
@@ -468,7 +468,10 @@ class JobService:
         outcomes: list[tuple[Waiter[_Intake, Job], Job | BaseException]] = []
         for w, result in zip(waiters, results, strict=True):
             assert result is not None
-            if isinstance(result, BaseException):
+            if isinstance(result, CommitUnknown):
+                # Perhaps recorded after all: its file stays (an orphan goes at the next start).
+                log.error("job of %s: %s; its spool file is kept", w.item.sub.owner, result)
+            elif isinstance(result, BaseException):
                 self._remove_file(w.item)
             else:
                 w.item.recorded = True
