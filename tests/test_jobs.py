@@ -356,3 +356,31 @@ def test_a_job_whose_commit_is_unknown_keeps_its_file(
     [job] = jobs.list()  # it did land
     assert job.spool_name is not None
     assert rt.store.encrypted.read_all(job.spool_name) == b"%PDF-1.4 landed after all"
+
+
+def test_settings_changed_during_a_read_are_not_overwritten_by_it(rt: Runtime) -> None:
+    """A read of the settings that began before a change (and so returns the old values)
+    must not cache them over the change: the next job follows the change at once."""
+    jobs = JobService(rt.db, rt.store)
+    reading, release = threading.Event(), threading.Event()
+    real = rt.db.get_settings
+
+    def slow_read(*args: Any) -> dict[str, Any]:
+        values = real(*args)
+        reading.set()
+        assert release.wait(10)
+        return values
+
+    rt.db.get_settings = slow_read  # type: ignore[method-assign]
+    old: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: old.append(jobs.settings()))
+    reader.start()
+    assert reading.wait(10)
+    rt.db.get_settings = real  # type: ignore[method-assign]
+    rt.db.update_settings("primary", {"spool_file_encryption": False})
+    jobs.forget_settings()
+    release.set()
+    reader.join(10)
+    assert old[0]["spool_file_encryption"] is True  # read before the change
+    assert jobs.settings()["spool_file_encryption"] is False
+    assert not jobs.encryption_enabled()

@@ -178,6 +178,8 @@ class JobService:
         self.store = store
         self.clock = clock
         self._settings: tuple[dict[str, Any], float] = ({}, 0.0)
+        self._settings_changes = 0  # forget_settings calls: a read begun before one is stale
+        self._settings_lock = threading.Lock()
         self.audit = audit  # None: nothing is audited (tests of other parts)
         self.archive: Archive | None = None  # set by the server: Print Archiving
         self.metrics = Metrics(db)
@@ -234,8 +236,11 @@ class JobService:
         """
         values = self.cached_settings()
         if values is None:
+            changes = self._settings_changes
             values = self.db.get_settings()
-            self._settings = (values, time.monotonic() + SETTINGS_TTL)
+            with self._settings_lock:
+                if changes == self._settings_changes:  # else a change came in meanwhile
+                    self._settings = (values, time.monotonic() + SETTINGS_TTL)
         return values
 
     def cached_settings(self) -> dict[str, Any] | None:
@@ -245,7 +250,9 @@ class JobService:
 
     def forget_settings(self) -> None:
         """Read the settings afresh for the next job (after this process changed them)."""
-        self._settings = ({}, 0.0)
+        with self._settings_lock:
+            self._settings_changes += 1
+            self._settings = ({}, 0.0)
 
     def encryption_enabled(self) -> bool:
         """Spool File Encryption for new jobs, per the primary server's setting."""
