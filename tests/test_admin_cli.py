@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 import ippeve
-from conftest import Server, spoolvault, start_server
-from test_release import ADMIN, submit
+from conftest import ADMIN, Server, spoolvault, start_server
+from web_helpers import submit
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 

@@ -8,18 +8,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 import ippeve
 import ipptool
-from conftest import Server
+from conftest import ADMIN, Server
 from spoolvault.archive import Archive, archive_dir
 from spoolvault.db import Database, Job, JobState, database_url
 from spoolvault.jobs.service import JobService, Submission
 from spoolvault.runtime import Runtime
 from test_jobs import Clock, _chunks
-from test_release import ADMIN, add_printer, submit, wait_for_files
+from web_helpers import add_printer, client, submit, wait_for_files
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 AUDITOR = ("auditor", "auditor-pw-123")
@@ -33,16 +32,12 @@ def srv(srv: Server) -> Server:
     return srv
 
 
-def api(srv: Server) -> httpx.Client:
-    return httpx.Client(base_url=srv.url + "/api/v1", timeout=60)
-
-
 def test_archive_keeps_printed_plain_documents_for_approved_administrators(
     srv: Server, printer: ippeve.EvePrinter
 ) -> None:
     pdf = ipptool.minimal_pdf(2, marker="archived quarterly report")
     text = b"archived plain text\n" * 200
-    with api(srv) as c:
+    with client(srv) as c:
         r = c.patch(
             "/servers/primary/settings",
             json={"spool_file_encryption": False, "print_archiving": True},
@@ -56,8 +51,8 @@ def test_archive_keeps_printed_plain_documents_for_approved_administrators(
         assert c.post("/users", json={"username": "alice", "password": "password-1"}, auth=ADMIN)
     add_printer(srv, "lobby", printer.uri)
     time.sleep(2.1)  # the job service reads settings at most every 2 s
-    ids = [submit(srv, "alice", pdf, "application/pdf"), submit(srv, "alice", text)]
-    with api(srv) as c:
+    ids = [submit(srv, "alice", pdf, fmt="application/pdf"), submit(srv, "alice", text)]
+    with client(srv) as c:
         token = c.post(
             "/release/session", json={"username": "alice", "password": "password-1"}
         ).json()["token"]
@@ -73,7 +68,7 @@ def test_archive_keeps_printed_plain_documents_for_approved_administrators(
     assert len(kept) == 2 and {p.read_bytes() for p in kept} == {pdf, text}
     assert not list((srv.data_dir / "spool" / "plain").glob("*.spool"))
 
-    with api(srv) as c:
+    with client(srv) as c:
         r = c.get("/archive", auth=ADMIN)  # an administrator, but not approved
         assert r.status_code == 403 and "approved" in r.json()["detail"]
         listed = c.get("/archive", auth=AUDITOR).json()
@@ -102,14 +97,14 @@ def test_archive_keeps_printed_plain_documents_for_approved_administrators(
 
 def test_encrypted_jobs_are_never_archived(srv: Server, printer: ippeve.EvePrinter) -> None:
     """Encryption on (the default): a printed job is shredded, whatever is asked."""
-    with api(srv) as c:
+    with client(srv) as c:
         r = c.patch("/servers/primary/settings", json={"print_archiving": True}, auth=ADMIN)
         assert r.status_code == 409 and "Spool File Encryption" in r.json()["detail"]
         c.post("/users", json={"username": "bob", "password": "password-1"}, auth=ADMIN)
     add_printer(srv, "lobby", printer.uri)
     seen = len(printer.files())
     job_id = submit(srv, "bob", b"secret, never archived\n")
-    with api(srv) as c:
+    with client(srv) as c:
         token = c.post("/release/session", json={"username": "bob", "password": "password-1"})
         r = c.post(
             f"/release/jobs/{job_id}",

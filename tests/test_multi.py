@@ -28,7 +28,7 @@ from spoolvault.ipp.constants import Operation, Status, ValueTag
 from spoolvault.spool import format as spool_format
 from test_db import PG_ENV, pg_url  # noqa: F401 (a fixture)
 from test_ipp_server import ipp_request, jobs_in, new_request
-from test_release import add_user, login, submit
+from web_helpers import add_user, client, login, submit
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 
@@ -94,10 +94,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.close()
 
 
-def api(srv: Server) -> httpx.Client:
-    return httpx.Client(base_url=srv.url + "/api/v1", timeout=60)
-
-
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 20) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -109,7 +105,7 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 20) -> Any:
 
 
 def my_jobs(app: Server, session: dict[str, str]) -> list[dict[str, Any]]:
-    with api(app) as c:
+    with client(app) as c:
         r = c.get("/release/jobs", headers=session)
         assert r.status_code == 200, r.text
         jobs: list[dict[str, Any]] = r.json()
@@ -125,7 +121,7 @@ def listed(app: Server, session: dict[str, str], count: int) -> list[dict[str, A
 
 def setup_app(cluster: Cluster, printer: ippeve.EvePrinter, *providers: str) -> Server:
     app = cluster.app()
-    with api(app) as c:
+    with client(app) as c:
         r = c.post("/printers", json={"name": "lobby", "uri": printer.uri}, auth=ADMIN)
         assert r.status_code == 201, r.text
     add_user(app, "alice")
@@ -135,7 +131,7 @@ def setup_app(cluster: Cluster, printer: ippeve.EvePrinter, *providers: str) -> 
 
 
 def release(app: Server, session: dict[str, str], job_id: int) -> httpx.Response:
-    with api(app) as c:
+    with client(app) as c:
         return c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=session)
 
 
@@ -183,7 +179,7 @@ def test_release_is_routed_to_the_provider_that_holds_the_job(
     assert left["provider"] == "p1" and left["id"] == jobs["p1"]["id"]
     assert id2 == 1  # each provider numbers its own jobs; the app server has its own ids
 
-    with api(app) as c:
+    with client(app) as c:
         servers = c.get("/servers", auth=ADMIN).json()
     [primary] = servers
     by_name = {p["name"]: p for p in primary["providers"]}
@@ -200,7 +196,7 @@ def test_release_is_routed_to_the_provider_that_holds_the_job(
     )
 
     # Cancelling at the application server's release station: p1 cancels and shreds it.
-    with api(app) as c:
+    with client(app) as c:
         r = c.delete(f"/release/jobs/{jobs['p1']['id']}", headers=session)
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "cancelled" and r.json()["provider"] == "p1"
@@ -209,7 +205,7 @@ def test_release_is_routed_to_the_provider_that_holds_the_job(
 
 
 def _provider_status(app: Server, name: str) -> dict[str, Any]:
-    with api(app) as c:
+    with client(app) as c:
         [primary] = c.get("/servers", auth=ADMIN).json()
     return next(p for p in primary["providers"] if p["name"] == name)
 
@@ -220,7 +216,7 @@ def test_provider_down_its_jobs_are_unavailable_not_lost_and_release_after_it_re
     app = setup_app(cluster, printer, "p1")
     p1 = cluster.provider("p1", app)
     body = os.urandom(100_000)
-    submit(p1, "alice", body, "text/plain")
+    submit(p1, "alice", body, fmt="text/plain")
     session = login(app, "alice")
     [job] = listed(app, session, 1)
     cluster.stop(p1)
@@ -234,7 +230,7 @@ def test_provider_down_its_jobs_are_unavailable_not_lost_and_release_after_it_re
     r = release(app, session, job["id"])
     assert r.status_code == 503, r.text
     assert "p1" in r.json()["detail"] and "kept" in r.json()["detail"]
-    with api(app) as c:
+    with client(app) as c:
         [seen] = c.get("/jobs", auth=ADMIN).json()
     assert seen["state"] == "held" and not seen["available"]
 
@@ -250,7 +246,7 @@ def test_provider_down_its_jobs_are_unavailable_not_lost_and_release_after_it_re
 def test_secrets_and_tokens_are_checked(cluster: Cluster, printer: ippeve.EvePrinter) -> None:
     app = setup_app(cluster, printer, "p1")
     secret = cluster.secrets["p1"]
-    with api(app) as c:
+    with client(app) as c:
         beat = {"url": "http://127.0.0.1:9/", "jobs": [], "live": []}
         r = c.post("/providers/heartbeat", json=beat, auth=("p1", secret + "x"))
         assert r.status_code == 401
@@ -284,7 +280,7 @@ def test_admin_api_warns_when_a_provider_cannot_encrypt_or_writes_an_older_forma
 ) -> None:
     app = setup_app(cluster, printer, "old", "plain")
     # Heartbeats as an older provider would send them, through the real API.
-    with api(app) as c:
+    with client(app) as c:
         for name, formats, caps in (
             ("old", {"read": [0], "write": 0}, {"encrypt": True}),
             ("plain", {"read": [1], "write": 1}, {"encrypt": False, "encrypt_reason": "no key"}),
@@ -322,7 +318,7 @@ def test_settings_reach_the_provider_and_apply_to_new_jobs(
 ) -> None:
     app = setup_app(cluster, printer, "p1")
     p1 = cluster.provider("p1", app)
-    with api(app) as c:
+    with client(app) as c:
         r = c.patch("/servers/primary/settings", json={"spool_file_encryption": False}, auth=ADMIN)
         assert r.status_code == 200
     wait_until(
@@ -344,12 +340,15 @@ def test_downgrade_drill_unknown_format_never_reaches_the_printer_and_drain(
     app = setup_app(cluster, printer, "p1")
     p1 = cluster.provider("p1", app)
     good, newer = os.urandom(50_000), os.urandom(60_000)
-    submit(p1, "alice", good, "text/plain")
-    submit(p1, "alice", newer, "text/plain")
+    submit(p1, "alice", good, fmt="text/plain")
+    submit(p1, "alice", newer, fmt="text/plain")
     session = login(app, "alice")
     jobs = listed(app, session, 2)
     wait_until("the printer known to the provider", lambda: b"lobby" in _printers(p1))
     cluster.stop(p1)
+    # Seen down first, so that "back" below means the restarted p1 (on another port), not
+    # the app server's last news of the old one.
+    wait_until("p1 seen down", lambda: not any(j["available"] for j in my_jobs(app, session)))
     # A file written by a newer spoolvault: its header names format version 2.
     local = {j.size: j for j in jobs_in(p1.data_dir)}
     path = DataDir.open(p1.data_dir, create=False).encrypted_spool / (
@@ -418,14 +417,14 @@ def test_two_application_servers_on_one_postgres(
 ) -> None:
     one = cluster.app("app1", "--database", pg_url)
     two = cluster.app("app2", "--database", pg_url)
-    with api(one) as c:
+    with client(one) as c:
         r = c.post("/printers", json={"name": "lobby", "uri": printer.uri}, auth=ADMIN)
         assert r.status_code == 201, r.text
     add_user(two, "alice")  # one database: a user made on one server logs in on the other
     cluster.register(one, "p1", "--database", pg_url)
     p1 = cluster.provider("p1", one)  # it reports to the first only
     body = os.urandom(80_000)
-    submit(p1, "alice", body, "text/plain")
+    submit(p1, "alice", body, fmt="text/plain")
     session = login(two, "alice")
     [job] = listed(two, session, 1)
     assert job["provider"] == "p1" and job["available"]
@@ -435,7 +434,7 @@ def test_two_application_servers_on_one_postgres(
     wait_until("the printed file", lambda: len(printer.files()) > before)
     time.sleep(0.3)
     assert printer.files()[-1].read_bytes() == body
-    with api(one) as c:
+    with client(one) as c:
         [seen] = c.get("/jobs", auth=ADMIN).json()
     assert seen["state"] == "printed"
     assert os.environ.get(PG_ENV)
@@ -449,7 +448,7 @@ def test_site_server_releases_its_jobs_while_the_primary_is_down_and_reports_bac
 ) -> None:
     port = free_port()
     primary = cluster.app("primary", "--http", f"127.0.0.1:{port}")
-    with api(primary) as c:
+    with client(primary) as c:
         r = c.post("/printers", json={"name": "lobby", "uri": printer.uri}, auth=ADMIN)
         assert r.status_code == 201, r.text
         r = c.patch("/servers/primary/settings", json={"hold_timeout_minutes": 60}, auth=ADMIN)
@@ -462,7 +461,7 @@ def test_site_server_releases_its_jobs_while_the_primary_is_down_and_reports_bac
     m = _SECRET_RE.search(done.stdout)
     assert m
     cluster.secrets["berlin"] = m.group(1)
-    with api(primary) as c:
+    with client(primary) as c:
         r = c.patch("/servers/berlin/settings", json={"hold_timeout_minutes": 90}, auth=ADMIN)
         assert r.status_code == 200
     site = start_server(
@@ -479,7 +478,7 @@ def test_site_server_releases_its_jobs_while_the_primary_is_down_and_reports_bac
     cluster.running.append(site)
     add_user(site, "alice")  # the site's own release station checks its own users
     first = os.urandom(40_000)
-    submit(site, "alice", first, "text/plain")
+    submit(site, "alice", first, fmt="text/plain")
     at_primary = login(primary, "alice")
     [seen] = listed(primary, at_primary, 1)
     assert seen["provider"] == "berlin" and seen["available"]
@@ -493,17 +492,17 @@ def test_site_server_releases_its_jobs_while_the_primary_is_down_and_reports_bac
             == 90
         ),
     )
-    with api(primary) as c:
+    with client(primary) as c:
         servers = {s["name"]: s for s in c.get("/servers", auth=ADMIN).json()}
     assert servers["berlin"]["kind"] == "site"
     assert [p["name"] for p in servers["berlin"]["providers"]] == ["berlin"]
 
     cluster.stop(primary)
     second = os.urandom(30_000)
-    submit(site, "alice", second, "text/plain")  # accepted with the primary down
+    submit(site, "alice", second, fmt="text/plain")  # accepted with the primary down
     at_site = login(site, "alice")
     before = len(printer.files())
-    with api(site) as c:
+    with client(site) as c:
         for job in c.get("/release/jobs", headers=at_site).json():
             r = c.post(f"/release/jobs/{job['id']}", json={"printer": "lobby"}, headers=at_site)
             assert r.status_code == 200, r.text
@@ -522,7 +521,7 @@ def test_site_server_releases_its_jobs_while_the_primary_is_down_and_reports_bac
 
 
 def _all_jobs(app: Server) -> list[dict[str, Any]]:
-    with api(app) as c:
+    with client(app) as c:
         jobs: list[dict[str, Any]] = c.get("/jobs", auth=ADMIN).json()
         return jobs
 
@@ -541,7 +540,7 @@ def test_a_job_pin_is_checked_by_the_provider_that_holds_the_job(
     assert resp is not None and resp.code == Status.SUCCESSFUL_OK, resp
     session = login(app, "alice")
     [job] = listed(app, session, 1)
-    with api(app) as c:
+    with client(app) as c:
 
         def release(pin: str | None) -> httpx.Response:
             sent = {"printer": "lobby"} | ({"job_pin": pin} if pin is not None else {})

@@ -24,57 +24,9 @@ from spoolvault.ipp.codec import IppMessage
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 from spoolvault.runtime import Runtime
 from test_ipp_server import ipp_request, job_group, jobs_in, new_request
+from web_helpers import add_printer, add_user, client, login, submit, wait_for_files
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
-
-
-def api(srv: Server) -> httpx.Client:
-    return httpx.Client(base_url=srv.url + "/api/v1", timeout=60)
-
-
-def add_printer(srv: Server, name: str, uri: str, **extra: object) -> None:
-    with api(srv) as c:
-        r = c.post("/printers", json={"name": name, "uri": uri, **extra}, auth=ADMIN)
-        assert r.status_code == 201, r.text
-
-
-def add_user(srv: Server, name: str, password: str = "password-1") -> None:
-    with api(srv) as c:
-        r = c.post("/users", json={"username": name, "password": password}, auth=ADMIN)
-        assert r.status_code == 201, r.text
-
-
-def login(srv: Server, name: str, password: str = "password-1") -> dict[str, str]:
-    with api(srv) as c:
-        r = c.post("/release/session", json={"username": name, "password": password})
-        assert r.status_code == 200, r.text
-        return {"Authorization": f"Bearer {r.json()['token']}"}
-
-
-def submit(
-    srv: Server, user: str, body: bytes, fmt: str = "text/plain", queue: str = "secure"
-) -> int:
-    req: IppMessage = new_request(Operation.PRINT_JOB, srv, user=user)
-    req.operation.set(
-        "printer-uri", ValueTag.URI, srv.url.replace("http://", "ipp://") + f"/printers/{queue}"
-    )
-    req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, fmt)
-    _, resp = ipp_request(srv, req, body, path=f"/printers/{queue}")
-    assert resp is not None and resp.code == Status.SUCCESSFUL_OK, resp
-    job_id = job_group(resp).get("job-id")
-    assert job_id is not None and isinstance(job_id.value, int)
-    return job_id.value
-
-
-def wait_for_files(printer: ippeve.EvePrinter, count: int, timeout: float = 30) -> list[Path]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        files = printer.files()
-        if len(files) >= count:
-            time.sleep(0.3)  # let the last one be written out
-            return printer.files()
-        time.sleep(0.1)
-    raise AssertionError(f"printer has {printer.files()}, expected {count} files")
 
 
 def test_release_arrives_byte_identical_and_the_file_is_shredded(
@@ -89,10 +41,10 @@ def test_release_arrives_byte_identical_and_the_file_is_shredded(
         # so random bytes go as text/plain (its /bin/cat "prints" them unchanged).
         (os.urandom(3 << 20), "text/plain"),
     ]
-    ids = [submit(srv, "alice", body, fmt) for body, fmt in docs]
+    ids = [submit(srv, "alice", body, fmt=fmt) for body, fmt in docs]
     session = login(srv, "alice")
     before = len(printer.files())
-    with api(srv) as c:
+    with client(srv) as c:
         mine = c.get("/release/jobs", headers=session).json()
         assert sorted(j["id"] for j in mine) == sorted(ids)
         for job_id in ids:
@@ -117,7 +69,7 @@ def test_user_cannot_release_or_cancel_someone_elses_job(
     add_user(srv, "bob")
     job_id = submit(srv, "alice", b"alice's secret")
     bob = login(srv, "bob")
-    with api(srv) as c:
+    with client(srv) as c:
         assert c.get("/release/jobs", headers=bob).json() == []
         r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=bob)
         assert r.status_code == 404 and "detail" in r.json()
@@ -141,7 +93,7 @@ def test_tampered_spool_file_is_never_sent(srv: Server, printer: ippeve.EvePrint
     path.write_bytes(bytes(raw))
     before = printer.files()
     session = login(srv, "alice")
-    with api(srv) as c:
+    with client(srv) as c:
         r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=session)
     assert r.status_code == 502
     assert "cannot be decrypted" in r.json()["detail"]
@@ -158,7 +110,7 @@ def test_unreachable_printer_blocking_and_not_blocking(srv: Server) -> None:
     add_user(srv, "alice")
     job_id = submit(srv, "alice", b"%PDF-1.4 held\n")
     session = login(srv, "alice")
-    with api(srv) as c:
+    with client(srv) as c:
         r = c.post(f"/release/jobs/{job_id}", json={"printer": "gone-block"}, headers=session)
         assert r.status_code == 409, r.text
         assert "gone-block" in r.json()["detail"] and "unreachable" in r.json()["detail"]
@@ -181,7 +133,7 @@ def test_printer_stopped_in_cupsd_blocks_release(srv: Server) -> None:
         add_user(srv, "alice")
         job_id = submit(srv, "alice", b"%PDF-1.4 waiting\n")
         session = login(srv, "alice")
-        with api(srv) as c:
+        with client(srv) as c:
             r = c.post(f"/release/jobs/{job_id}", json={"printer": "jammed"}, headers=session)
         assert r.status_code == 409, r.text
         assert "jammed" in r.json()["detail"]
@@ -198,7 +150,7 @@ def test_direct_queue_prints_without_hold(
     add_printer(srv, "kiosk", printer.uri, mode="direct")
     before = len(printer.files())
     body = ipptool.minimal_pdf(1, marker="direct")
-    job_id = submit(srv, "walk-in", body, "application/pdf", queue="kiosk")
+    job_id = submit(srv, "walk-in", body, fmt="application/pdf", queue="kiosk")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         [job] = jobs_in(srv.data_dir)
@@ -282,7 +234,7 @@ def test_concurrent_releases_each_print_once(srv: Server, printer: ippeve.EvePri
 
     def release_all(user: str) -> list[int]:
         codes = []
-        with api(srv) as c:
+        with client(srv) as c:
             for job in c.get("/release/jobs", headers=sessions[user]).json():
                 r = c.post(
                     f"/release/jobs/{job['id']}", json={"printer": "lobby"}, headers=sessions[user]
@@ -305,7 +257,7 @@ def test_concurrent_releases_each_print_once(srv: Server, printer: ippeve.EvePri
     start = threading.Barrier(2)
 
     def station(session: dict[str, str]) -> int:
-        with api(srv) as c:
+        with client(srv) as c:
             start.wait()
             r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=session)
             return r.status_code
@@ -341,7 +293,7 @@ def test_restart_with_a_thousand_held_jobs_keeps_all_releasable(
     srv = start_server(data_dir, env=env)
     try:
         session = login(srv, "alice")
-        with api(srv) as c:
+        with client(srv) as c:
             held = c.get("/release/jobs", headers=session).json()
             assert sorted(j["id"] for j in held) == sorted(submitted)
             assert {j["state"] for j in held} == {"held"}
@@ -350,7 +302,7 @@ def test_restart_with_a_thousand_held_jobs_keeps_all_releasable(
         assert f"{count} spool files verified, 0 failed" in verified.stdout
         sample = sorted(submitted)[:: count // 5]
         before = len(printer.files())
-        with api(srv) as c:
+        with client(srv) as c:
             for job_id in sample:
                 r = c.post(f"/release/jobs/{job_id}", json={"printer": "lobby"}, headers=session)
                 assert r.status_code == 200, r.text
@@ -376,7 +328,7 @@ def test_snmp_no_paper_blocks_release_end_to_end(
         job_id = submit(srv, "alice", body)
         session = login(srv, "alice")
         seen = set(printer.files())
-        with api(srv) as c:
+        with client(srv) as c:
             r = c.post(f"/release/jobs/{job_id}", json={"printer": "copier"}, headers=session)
             assert r.status_code == 409, r.text
             assert "copier" in r.json()["detail"] and "paper" in r.json()["detail"].lower()
@@ -416,7 +368,7 @@ def test_start_up_recovery_is_audited(tmp_path: Path) -> None:
     try:
         [job] = jobs_in(srv.data_dir)
         assert job.state is JobState.FAILED and "may have printed" in (job.state_reason or "")
-        with api(srv) as c:
+        with client(srv) as c:
             r = c.get("/audit", params={"action": "server.recovered"}, auth=ADMIN)
         assert r.status_code == 200, r.text
         [event] = r.json()
@@ -427,7 +379,7 @@ def test_start_up_recovery_is_audited(tmp_path: Path) -> None:
 
 def test_printers_can_be_changed_and_removed_over_rest(srv: Server) -> None:
     add_printer(srv, "lobby", "ipp://127.0.0.1:9/ipp/print")
-    with api(srv) as c:
+    with client(srv) as c:
         r = c.patch(
             "/printers/lobby",
             json={"block_release_on_error": True, "hold_timeout_minutes": 20},
@@ -450,7 +402,7 @@ def test_printers_can_be_changed_and_removed_over_rest(srv: Server) -> None:
         from spoolvault.jobs.service import JobService
 
         JobService(rt.db, rt.store).cancel(job_id, reason="test", actor="admin")
-    with api(srv) as c:
+    with client(srv) as c:
         assert c.delete("/printers/lobby", auth=ADMIN).status_code == 200
         assert c.get("/printers", auth=ADMIN).json() == []
         details = [
@@ -467,7 +419,7 @@ def test_prometheus_metrics_count_what_happened(srv: Server, printer: ippeve.Eve
     body = b"counted\n" * 1000
     ids = [submit(srv, "alice", body) for _ in range(3)]
     session = login(srv, "alice")
-    with api(srv) as c:
+    with client(srv) as c:
         assert c.post(f"/release/jobs/{ids[0]}", json={"printer": "lobby"}, headers=session)
         r = c.post(f"/release/jobs/{ids[1]}", json={"printer": "offline"}, headers=session)
         assert r.status_code == 409
@@ -493,7 +445,7 @@ def test_prometheus_metrics_count_what_happened(srv: Server, printer: ippeve.Eve
 
 
 def test_hidden_document_names_stay_out_of_admin_views_and_the_audit_log(srv: Server) -> None:
-    with api(srv) as c:
+    with client(srv) as c:
         r = c.patch("/servers/primary/settings", json={"hide_document_names": True}, auth=ADMIN)
         assert r.status_code == 200, r.text
     add_user(srv, "alice")
@@ -502,7 +454,7 @@ def test_hidden_document_names_stay_out_of_admin_views_and_the_audit_log(srv: Se
     req.operation.add("job-name", ValueTag.NAME, "merger plans.pdf")
     _, resp = ipp_request(srv, req, b"%PDF-1.4\n% hidden title\n")
     assert resp is not None and resp.code == Status.SUCCESSFUL_OK
-    with api(srv) as c:
+    with client(srv) as c:
         [job] = c.get("/jobs", auth=ADMIN).json()
         assert job["title"] == "(hidden)"
         [own] = c.get("/release/jobs", headers=login(srv, "alice")).json()
@@ -535,7 +487,7 @@ def test_a_job_printed_with_a_pin_needs_it_at_release(
     first, second = pin_job(body, b"4711"), pin_job(b"locked out\n", b"2580")
     session = login(srv, "alice")
     seen = set(printer.files())
-    with api(srv) as c:
+    with client(srv) as c:
         [listed] = [j for j in c.get("/release/jobs", headers=session).json() if j["id"] == first]
         assert listed["pin_protected"] is True
 

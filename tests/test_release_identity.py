@@ -15,10 +15,10 @@ import pytest
 
 import cupsd
 import ippeve
-from conftest import Server
+from conftest import ADMIN, Server
 from spoolvault.db import JobState
 from test_ipp_server import jobs_in
-from test_release import ADMIN, add_printer, api, submit, wait_for_files
+from web_helpers import add_printer, client, submit, wait_for_files
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 
@@ -58,7 +58,7 @@ def audit(c: httpx.Client, action: str) -> list[tuple[str, int | None, str]]:
 def test_who_may_see_release_and_cancel_which_job(srv: Server, printer: ippeve.EvePrinter) -> None:
     add_printer(srv, "lobby", printer.uri)
     body = os.urandom(150_000)
-    with api(srv) as c:
+    with client(srv) as c:
         people(c)
         a1 = submit(srv, "alice", body)
         a2 = submit(srv, "alice", b"alice's second\n")
@@ -117,7 +117,7 @@ def test_who_may_see_release_and_cancel_which_job(srv: Server, printer: ippeve.E
 
 
 def test_card_logins_lockout_and_bad_requests(srv: Server) -> None:
-    with api(srv) as c:
+    with client(srv) as c:
         people(c)
         r = c.post("/release/session", json={"card_number": DAVE_CARD})
         assert r.status_code == 401  # dave has a PIN: the card alone is not enough
@@ -168,7 +168,7 @@ def test_mfd_device_api(srv: Server, printer: ippeve.EvePrinter) -> None:
     add_printer(srv, "lobby", printer.uri)
     add_printer(srv, "annex", f"ipp://127.0.0.1:{cupsd.free_port()}/ipp/print")
     body = b"%PDF-1.4 mfd release\n" + os.urandom(40_000)
-    with api(srv) as c:
+    with client(srv) as c:
         people(c)
         lobby = bearer(register(c, "mfd-lobby", "lobby"))
         annex = bearer(register(c, "mfd-annex", "annex"))
@@ -241,7 +241,7 @@ def test_fast_release_arrives_byte_identical(srv: Server, printer: ippeve.EvePri
     add_printer(srv, "lobby", printer.uri, block_release_on_error=True)
     add_printer(srv, "annex", f"ipp://127.0.0.1:{cupsd.free_port()}/ipp/print")
     docs = [os.urandom(2 << 20), b"second document\n" * 500]
-    with api(srv) as c:
+    with client(srv) as c:
         people(c)
         terminal = bearer(register(c, "reader-lobby", "lobby"))
         other = bearer(register(c, "reader-annex", "annex"))
@@ -280,7 +280,7 @@ def test_fast_release_to_a_printer_in_error_still_delivers(srv: Server) -> None:
         cups.run("cupsdisable", "stopped")  # paused: in error for the health gate
         uri = f"ipp://{cups.host}/printers/stopped"
         add_printer(srv, "jammed", uri, block_release_on_error=True)
-        with api(srv) as c:
+        with client(srv) as c:
             people(c)
             terminal = bearer(register(c, "reader-jammed", "jammed"))
             job = submit(srv, "dave", b"%PDF-1.4 fast release into a stopped queue\n")

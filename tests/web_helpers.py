@@ -1,11 +1,13 @@
-"""What the browser tests (test_admin_web, test_release_station) share besides conftest's
-fixtures: a server with a printer, its other clients (the REST API as the administrator,
-IPP Print-Job), the login form, and the screenshots for the docs."""
+"""What the tests that drive a running server share besides conftest's fixtures: a server
+with a printer, its clients (the REST API, anonymous or as the administrator, a release
+session, IPP Print-Job), a printer's output, the login form, and the screenshots for the
+docs."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,14 +46,27 @@ def lobby_server(data_dir: Path, printer_uri: str) -> Iterator[Server]:
 # -- the REST API and IPP -------------------------------------------------------------------
 
 
-def api(srv: Server) -> httpx.Client:
-    """The REST API as ADMIN (a --tls server's own certificate is not checked)."""
+def client(srv: Server, auth: tuple[str, str] | None = None) -> httpx.Client:
+    """The REST API, anonymous unless ``auth`` (a --tls server's certificate is not checked)."""
     return httpx.Client(
         base_url=srv.url + "/api/v1",
         timeout=60,
-        auth=ADMIN,
+        auth=auth,
         verify=False,  # noqa: S501 (the --tls test server's own certificate)
     )
+
+
+def api(srv: Server) -> httpx.Client:
+    """The REST API as ADMIN."""
+    return client(srv, ADMIN)
+
+
+def login(srv: Server, name: str, password: str = PASSWORD) -> dict[str, str]:
+    """A release session's headers (Authorization: Bearer)."""
+    with client(srv) as c:
+        r = c.post("/release/session", json={"username": name, "password": password})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def add_user(srv: Server, name: str, **extra: object) -> None:
@@ -78,7 +93,7 @@ def submit(
     srv: Server,
     user: str,
     body: bytes,
-    title: str,
+    title: str | None = None,
     fmt: str = "text/plain",
     queue: str = "secure",
     pin: bytes | None = None,
@@ -89,7 +104,8 @@ def submit(
     if pin is not None:  # PWG 5100.11 job-password
         req.operation.add("job-password", ValueTag.OCTET_STRING, pin)
         req.operation.add("job-password-encryption", ValueTag.KEYWORD, "none")
-    req.operation.add("job-name", ValueTag.NAME, title)
+    if title is not None:
+        req.operation.add("job-name", ValueTag.NAME, title)
     req.operation.add("document-format", ValueTag.MIME_MEDIA_TYPE, fmt)
     r = httpx.post(
         srv.url + f"/printers/{queue}",
@@ -103,6 +119,18 @@ def submit(
     job_id = job_group(resp).get("job-id")
     assert job_id is not None and isinstance(job_id.value, int)
     return job_id.value
+
+
+def wait_for_files(printer: ippeve.EvePrinter, count: int, timeout: float = 30) -> list[Path]:
+    """The files ``printer`` has printed, once there are ``count``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = printer.files()
+        if len(files) >= count:
+            time.sleep(0.3)  # let the last one be written out
+            return printer.files()
+        time.sleep(0.1)
+    raise AssertionError(f"printer has {printer.files()}, expected {count} files")
 
 
 # -- pages ----------------------------------------------------------------------------------
