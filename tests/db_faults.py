@@ -1,15 +1,15 @@
-"""A database engine whose COMMIT lands and then reports a lost connection.
+"""Database engines that fail on cue, for the job-record commit paths.
 
-PostgreSQL's COMMIT is ambiguous when the connection drops during it: the server may have
-committed, the client hears an error. No real server can be made to do that on cue, so
-this wraps the real engine (the rows really are committed) and raises afterwards.
+PostgreSQL's COMMIT is ambiguous when the connection drops during it: the server may or may
+not have committed, and the client hears an error either way. No real server can be made
+to do that on cue, so ``LostCommit`` wraps the real engine (what it commits really is
+committed) and raises when the transaction ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -19,24 +19,37 @@ def connection_lost() -> OperationalError:
     return OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 
 
-class CommitLostAfterLanding:
-    """``begin()`` commits for real, then raises for the first ``lost`` transactions;
-    with ``ask_fails``, ``connect()`` (asking what landed) fails too."""
+class LostCommit:
+    """``begin()`` as the real engine's, but the next ``lost`` transactions end with a lost
+    connection: committed (``landed``) or rolled back, the caller cannot tell."""
 
-    def __init__(self, engine: Engine, *, lost: int = 1, ask_fails: bool = False) -> None:
+    def __init__(self, engine: Engine, *, lost: int = 1, landed: bool = True) -> None:
         self.engine = engine
         self.lost = lost
-        self.ask_fails = ask_fails
+        self.landed = landed
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
-        if self.lost > 0:
-            self.lost -= 1
-            raise connection_lost()
+        if self.lost <= 0:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        self.lost -= 1
+        if self.landed:
+            with self.engine.begin() as conn:
+                yield conn
+        else:
+            with self.engine.connect() as conn:
+                yield conn
+                conn.rollback()
+        raise connection_lost()
 
-    def connect(self) -> Any:
-        if self.ask_fails:
-            raise connection_lost()
-        return self.engine.connect()
+
+class Unreachable:
+    """An engine whose every connection fails (the database went away)."""
+
+    def connect(self) -> Connection:
+        raise connection_lost()
+
+    def begin(self) -> Connection:
+        raise connection_lost()

@@ -20,9 +20,9 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy import Column, Integer, MetaData, Table, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from db_faults import CommitLostAfterLanding
+from db_faults import LostCommit, Unreachable
 from spoolvault.db import (
     ADMIN_USERNAME,
     FILE_STATES,
@@ -618,13 +618,10 @@ def test_postgres_exclusive_settings_race(pg_url: str) -> None:
             one.update_settings("primary", {"print_archiving": False})
 
 
-def test_a_commit_that_landed_but_failed_is_not_recorded_twice(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Retrying one job at a time after an ambiguous COMMIT would insert the jobs that did
-    land again: each would fail as a duplicate spool name, and intake would remove the file
-    its committed record names. The jobs that landed are found and keep their rows."""
-    monkeypatch.setattr(db._jobs_in, "engine", CommitLostAfterLanding(db.engine))
+def _lost_commit_drill(db: Database, monkeypatch: pytest.MonkeyPatch, **fault: Any) -> None:
+    """Three jobs whose transaction ends with a lost connection: all three are recorded
+    once, with their own ids, whether the COMMIT had landed or not."""
+    monkeypatch.setattr(db._jobs_in, "engine", LostCommit(db.engine, **fault))
     jobs = [db.new_job(**job_fields(title=f"job {n}")) for n in range(3)]
     assert db.add_jobs(jobs) == [None, None, None]
     with db.session(write=False) as s:
@@ -632,14 +629,63 @@ def test_a_commit_that_landed_but_failed_is_not_recorded_twice(
     assert [(r.id, r.spool_name) for r in rows] == [(j.id, j.spool_name) for j in jobs]
 
 
+def test_a_commit_that_landed_but_failed_is_not_recorded_twice(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retrying one job at a time after an ambiguous COMMIT would insert the jobs that did
+    land again: each would fail as a duplicate spool name, and intake would remove the file
+    its committed record names. The jobs that landed are found and keep their rows."""
+    _lost_commit_drill(db, monkeypatch, landed=True)
+
+
+def test_a_commit_that_failed_and_did_not_land_is_retried(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _lost_commit_drill(db, monkeypatch, landed=False)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("landed", [True, False])
+def test_lost_commits_on_postgres(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    with Database.open(pg_url) as database:
+        _lost_commit_drill(database, monkeypatch, landed=landed)
+
+
 def test_a_commit_that_failed_and_cannot_be_checked_is_unknown(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db._jobs_in, "engine", CommitLostAfterLanding(db.engine, ask_fails=True))
+    monkeypatch.setattr(db._jobs_in, "engine", LostCommit(db.engine))
+    monkeypatch.setattr(db._jobs_in, "read_engine", Unreachable())
     jobs = [db.new_job(**job_fields()) for _ in range(2)]
     errors = db.add_jobs(jobs)
     assert all(isinstance(e, CommitUnknown) for e in errors), errors
-    assert "could not be asked" in str(errors[0])
+    # What a client hears names no other job's data (SQLAlchemy's errors carry every
+    # row's parameters).
+    assert jobs[0].title not in str(errors[0]) and "could not tell" in str(errors[0])
+
+
+def test_a_job_whose_commits_keep_failing_is_unknown_not_retried_forever(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db._jobs_in, "engine", LostCommit(db.engine, lost=99, landed=False))
+    errors = db.add_jobs([db.new_job(**job_fields()) for _ in range(2)])
+    assert all(isinstance(e, CommitUnknown) for e in errors), errors
+    assert db._jobs_in.engine.lost == 99 - 3  # the batch, then each job once more
+    with db.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_a_definite_insert_failure_is_not_checked_or_retried(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An insert refused before its COMMIT (here: the database is gone) cannot have
+    landed: it fails at once, and its file may go."""
+    monkeypatch.setattr(db._jobs_in, "engine", Unreachable())
+    monkeypatch.setattr(db._jobs_in, "read_engine", None)  # never asked
+    [error] = db.add_jobs([db.new_job(**job_fields())])
+    assert isinstance(error, OperationalError) and not isinstance(error, CommitUnknown)
 
 
 def test_concurrent_add_job_commits_each_job_once_in_shared_transactions(db: Database) -> None:

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from conftest import start_server
+from spoolvault.cli import _bind
 from spoolvault.db import Database, Job, JobState, database_url
 from spoolvault.intake import IntakeServer, clean_text
 from spoolvault.intake.lpd import (
@@ -43,6 +44,7 @@ from spoolvault.intake.lpd import (
 from spoolvault.intake.pjl import MAX_LINE, SCAN_LIMIT, UEL, PjlScanner, scan
 from spoolvault.intake.raw import RawLimits, serve_raw
 from spoolvault.jobs.service import JobService
+from spoolvault.netaddr import HostPort
 from spoolvault.runtime import Runtime
 
 T = TypeVar("T")
@@ -482,6 +484,22 @@ def test_a_connection_resets_from_the_moment_it_is_accepted(rt: Runtime, kind: s
 
     assert run_server(rt, kind, scenario) == "reset"
     assert held(rt) == []
+
+
+def test_spoolvault_run_binds_raw_and_lpd_to_reset_before_it_listens() -> None:
+    """A connection the kernel accepts while the server is still starting (a client
+    retrying after a crash) must be born with the reset too, so `spoolvault run` sets it
+    before listen(); its HTTP port keeps ordinary closes."""
+    linger = struct.calcsize("ii")
+    for reset in (True, False):
+        with _bind(HostPort("127.0.0.1", 0), "--raw", reset=reset) as listener:
+            with socket.create_connection(listener.getsockname(), timeout=WAIT):
+                conn, _ = listener.accept()
+                with conn:
+                    got = struct.unpack(
+                        "ii", conn.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    )
+            assert got == ((1, 0) if reset else (0, 0))
 
 
 def test_raw_idle_client_is_dropped_and_its_job_discarded(rt: Runtime) -> None:

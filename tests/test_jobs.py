@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import threading
@@ -14,8 +15,9 @@ from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy.exc import OperationalError
 
-from db_faults import CommitLostAfterLanding
+from db_faults import LostCommit, Unreachable, connection_lost
 from spoolvault.audit import Action, AuditLog, list_events
 from spoolvault.db import CommitUnknown, Job, JobState
 from spoolvault.errors import SpoolWriteError
@@ -347,9 +349,8 @@ def test_a_job_whose_commit_is_unknown_keeps_its_file(
     """The record's COMMIT failed and the database could not be asked whether it landed:
     the client hears an error, but the file stays, so a record that did land is never a
     job without its document (a file no job names is removed at the next start)."""
-    monkeypatch.setattr(
-        rt.db._jobs_in, "engine", CommitLostAfterLanding(rt.db.engine, ask_fails=True)
-    )
+    monkeypatch.setattr(rt.db._jobs_in, "engine", LostCommit(rt.db.engine))
+    monkeypatch.setattr(rt.db._jobs_in, "read_engine", Unreachable())
     jobs = JobService(rt.db, rt.store)
     with pytest.raises(CommitUnknown):
         submit(jobs, "alice", b"%PDF-1.4 landed after all")
@@ -384,3 +385,42 @@ def test_settings_changed_during_a_read_are_not_overwritten_by_it(rt: Runtime) -
     assert old[0]["spool_file_encryption"] is True  # read before the change
     assert jobs.settings()["spool_file_encryption"] is False
     assert not jobs.encryption_enabled()
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_a_document_whose_attach_commit_is_lost_is_judged_by_what_landed(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    """Send-Document's update of the job ends with a lost connection. If it landed, the
+    job holds the document and the client hears success (removing the file would leave a
+    held job without its document); if not, the client hears the error and the file goes."""
+    jobs = JobService(rt.db, rt.store)
+    job = jobs.create(Submission(owner="alice", queue="secure", title="two steps"))
+    real = rt.db.session
+    armed = [True]
+
+    @contextlib.contextmanager
+    def session(*, write: bool = True) -> Iterator[Any]:
+        if not (write and armed[0]):
+            with real(write=write) as s:
+                yield s
+            return
+        armed[0] = False
+        with real(write=write) as s:
+            yield s
+            if not landed:
+                raise connection_lost()  # inside: rolled back
+        raise connection_lost()
+
+    monkeypatch.setattr(rt.db, "session", session)
+    sub = Submission(owner="alice", queue="secure", title="two steps")
+    document = b"%PDF-1.4 the second step"
+    if landed:
+        got = asyncio.run(jobs.add_document(job.id, sub, _chunks(document)))
+        assert got.id == job.id and got.state is JobState.HELD and got.spool_name
+        assert rt.store.encrypted.read_all(got.spool_name) == document
+    else:
+        with pytest.raises(OperationalError):
+            asyncio.run(jobs.add_document(job.id, sub, _chunks(document)))
+        assert jobs.get(job.id).state is JobState.INCOMING
+        assert spool_files(rt) == []

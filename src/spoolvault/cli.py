@@ -101,11 +101,20 @@ def version() -> None:
     out.print(__version__)
 
 
-def _bind(addr: HostPort, flag: str) -> socket.socket:
-    """Bind before starting, so a busy port is a clear startup error."""
+def _bind(addr: HostPort, flag: str, *, reset: bool = False) -> socket.socket:
+    """Bind before starting, so a busy port is a clear startup error.
+
+    ``reset`` (raw and LPD): connections end with a reset unless closed on purpose, from
+    the first one the kernel accepts, before the server is even serving
+    (``intake.reset_by_default``).
+    """
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reset:
+        from spoolvault.intake import reset_by_default
+
+        reset_by_default(sock)
     try:
         sock.bind((addr.host, addr.port))
     except OSError as exc:
@@ -287,8 +296,8 @@ def _serve(
             tls_files = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         sockets = Sockets(
             http=_bind(listen.http, "--http"),
-            raw=_bind(listen.raw, "--raw") if listen.raw else None,
-            lpd=_bind(listen.lpd, "--lpd") if listen.lpd else None,
+            raw=_bind(listen.raw, "--raw", reset=True) if listen.raw else None,
+            lpd=_bind(listen.lpd, "--lpd", reset=True) if listen.lpd else None,
         )
         generated = rt.db.ensure_admin(os.environ.get("SPOOLVAULT_ADMIN_PASSWORD"))
         if generated:

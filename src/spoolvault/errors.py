@@ -13,6 +13,9 @@
     │   ├── identity.csvimport.ImportFailed . a user CSV with bad lines, each named (nothing kept)
     │   ├── ipp.codec.IppParseError ......... a malformed IPP request (carries the IPP status)
     │   └── intake.lpd.LpdError ............. a malformed LPD command or control file
+    ├── db.CommitUnknown ................... a job record's COMMIT failed and the database
+    │                                         cannot tell whether it landed: the file is kept
+    │                                         (-> server-error-temporary-error, raw reset)
     ├── OperatorError ...................... the installation is wrong (-> startup or CLI message)
     │   ├── ConfigError ..................... print-provider.conf or a flag is unusable
     │   └── KeyStoreError ................... the key file is missing, unreadable or inconsistent

@@ -154,6 +154,7 @@ class _Pending:
     done: bool = False
     committed: bool = False
     error: BaseException | None = None
+    lost_commit: bool = False  # a commit of it failed and it was not found: inserted again
 
 
 class _GroupInsert:
@@ -168,8 +169,9 @@ class _GroupInsert:
     Intake's record thread calls ``commit`` itself with its own batches (``add_jobs``).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, read_engine: Engine) -> None:
         self.engine = engine
+        self.read_engine = read_engine  # for checks: never waits for a writer (SQLite)
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._busy = False
@@ -218,25 +220,17 @@ class _GroupInsert:
     def commit(self, batch: list[_Pending]) -> None:
         """Insert these jobs in one transaction (one at a time if that fails)."""
         rows = [self._row(e.job) for e in batch]
+        inserted = False
         try:
             with self.engine.begin() as conn:
                 ids = conn.execute(self._insert, rows).scalars().all()
-        except Exception as first:
-            # A COMMIT that failed may still have committed (PostgreSQL's connection lost
-            # during it). Inserted again, such a job would fail as a duplicate and its
-            # caller would remove the spool file its record names: ask first.
-            try:
-                batch = self._not_landed(batch)
-            except Exception as exc:
-                for e in batch:
-                    e.error = CommitUnknown(
-                        f"the job record may or may not be committed ({first}; the database "
-                        f"could not be asked: {exc})"
-                    )
-                return
-            if len(batch) == 1:
-                batch[0].error = first
-            elif batch:
+                inserted = True
+        except Exception as exc:
+            if inserted:
+                self._after_lost_commit(batch, exc)
+            elif len(batch) == 1:
+                self._failed(batch[0], exc)
+            else:
                 # One bad row (a duplicate spool name) must not fail the others.
                 for e in batch:
                     self.commit([e])
@@ -244,6 +238,39 @@ class _GroupInsert:
         for e, job_id in zip(batch, ids, strict=True):
             e.job.id = job_id
             e.committed = True
+
+    def _after_lost_commit(self, batch: list[_Pending], exc: Exception) -> None:
+        """The COMMIT failed: it may have committed all the same (PostgreSQL's connection
+        lost during it). Inserted again, such a job would fail as a duplicate, and its
+        caller would remove the spool file its record names. So the jobs that landed keep
+        their rows; the others are inserted again, once."""
+        log.warning("job records: the commit failed (%s); checking which landed", _brief(exc))
+        try:
+            rest = self._not_landed(batch)
+        except Exception as check:
+            log.error("job records: cannot check which landed (%s)", _brief(check))
+            for e in batch:
+                e.error = CommitUnknown(_COMMIT_UNKNOWN)
+            return
+        for e in rest:
+            if e.lost_commit:  # its second commit lost too: leave it to the operator
+                e.error = CommitUnknown(_COMMIT_UNKNOWN)
+            else:
+                e.lost_commit = True
+                self.commit([e])
+
+    def _failed(self, e: _Pending, exc: Exception) -> None:
+        """One job's insert failed before its COMMIT. After a lost commit, a duplicate
+        spool name is this job's own row, committed late (PostgreSQL: the old transaction
+        ended while this insert waited on the unique index)."""
+        e.error = exc
+        if e.lost_commit and isinstance(exc, IntegrityError):
+            try:
+                if not self._not_landed([e]):
+                    e.error = None
+            except Exception as check:
+                log.error("job records: cannot check which landed (%s)", _brief(check))
+                e.error = CommitUnknown(_COMMIT_UNKNOWN)
 
     def _not_landed(self, batch: list[_Pending]) -> list[_Pending]:
         """The jobs of ``batch`` not in the database; the others get their ids.
@@ -259,7 +286,7 @@ class _GroupInsert:
         query = select(Job.id, Job.spool_name, Job.owner, Job.size, Job.created_at).where(
             Job.spool_name.in_(names)
         )
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             found = {row.spool_name: row for row in conn.execute(query)}
         rest = []
         for e in batch:
@@ -277,6 +304,18 @@ class _GroupInsert:
         return rest
 
 
+_COMMIT_UNKNOWN = (
+    "the job record's commit failed, and the database could not tell whether it was "
+    "recorded; the document is kept"
+)
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception without SQLAlchemy's statement and parameters (other users' job data)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return f"{type(orig).__name__}: {str(orig).strip().splitlines()[0] if str(orig) else ''}"
+
+
 class Database:
     """An opened, migrated database. Thread-safe: each call uses its own session."""
 
@@ -288,7 +327,7 @@ class Database:
         read_engine = engine.execution_options(sqlite_begin="DEFERRED")
         self._read_engine = read_engine
         self._read_sessions = sessionmaker(read_engine, expire_on_commit=False)
-        self._jobs_in = _GroupInsert(engine)
+        self._jobs_in = _GroupInsert(engine, read_engine)
 
     @classmethod
     def open(cls, url: str, *, clock: Callable[[], datetime] = utcnow) -> Database:

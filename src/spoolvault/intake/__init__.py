@@ -107,9 +107,11 @@ def reset_by_default(listener: socket.socket) -> None:
     close of a connection whose bytes were all read sends a FIN: to a raw 9100 client that
     reads as "job accepted" (found by the crash drill, tests/reliability). With SO_LINGER 0
     the kernel resets them instead, so a client is never told a job was kept that was not
-    made durable. It is set on the listening socket, whose connections inherit it from the
-    moment the kernel accepts them: asyncio may read a new connection's first bytes before
-    any code of ours sees its socket (the crash drill caught exactly that, under strace).
+    made durable. It is set on the listening socket, whose connections inherit it when the
+    kernel accepts them: asyncio may read a new connection's first bytes before any code
+    of ours sees its socket (the crash drill caught exactly that, under strace). Call it
+    before ``listen()`` (``spoolvault run`` does), or connections queued before the call
+    go without; ``IntakeServer.start`` calls it again for listeners made elsewhere.
     """
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 

@@ -458,13 +458,18 @@ class JobService:
         results: list[Job | BaseException | None] = [None] * len(waiters)
         new: list[tuple[int, Job]] = []
         for i, w in enumerate(waiters):
-            try:
-                if w.item.job_id is None:
+            if w.item.job_id is None:
+                try:
                     new.append((i, self._new_job(w.item)))
-                else:
-                    results[i] = self._attach(w.item)
-            except Exception as exc:
+                except Exception as exc:
+                    results[i] = exc
+                continue
+            try:
+                results[i] = self._attach(w.item)
+            except ClientError as exc:  # the job is no longer waiting: nothing was changed
                 results[i] = exc
+            except Exception as exc:
+                results[i] = self._attached_after_all(w.item, exc)
         if new:
             try:
                 errors = self.db.add_jobs([job for _, job in new])
@@ -485,6 +490,23 @@ class JobService:
             outcomes.append((w, result))
         self._submitted([r for _, r in outcomes if isinstance(r, Job)])
         settle(outcomes)
+
+    def _attached_after_all(self, intake: _Intake, exc: Exception) -> Job | BaseException:
+        """After a failed attach: the job if its update landed all the same (a COMMIT whose
+        answer was lost), else the error; CommitUnknown if the database cannot tell (the
+        file is then kept: a job must never name a file that is gone)."""
+        assert intake.job_id is not None and intake.spool_file is not None
+        try:
+            job = self.db.get_job(intake.job_id)
+        except Exception as check:
+            log.error("job %d: cannot check its document's record (%r)", intake.job_id, check)
+            return CommitUnknown(
+                "the job's document was received, but the database could not tell whether "
+                "it was recorded; the document is kept"
+            )
+        if job is not None and job.spool_name == intake.spool_file.name:
+            return job
+        return exc
 
     def _fail_intakes(self, waiters: list[Waiter[_Intake, Job]], exc: BaseException) -> None:
         """A batch that could not be handled (a bug, or no thread): the jobs not recorded
