@@ -23,14 +23,19 @@ class LostCommit:
     """``begin()`` as the real engine's, but the next ``lost`` transactions end with a lost
     connection: committed (``landed``) or rolled back, the caller cannot tell."""
 
-    def __init__(self, engine: Engine, *, lost: int = 1, landed: bool = True) -> None:
+    def __init__(
+        self, engine: Engine, *, lost: int = 1, landed: bool = True, then_down: bool = False
+    ) -> None:
         self.engine = engine
         self.lost = lost
         self.landed = landed
+        self.then_down = then_down  # after those: no connection at all (a definite failure)
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
         if self.lost <= 0:
+            if self.then_down:
+                raise connection_lost()
             with self.engine.begin() as conn:
                 yield conn
             return

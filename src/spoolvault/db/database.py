@@ -260,17 +260,21 @@ class _GroupInsert:
                 self.commit([e])
 
     def _failed(self, e: _Pending, exc: Exception) -> None:
-        """One job's insert failed before its COMMIT. After a lost commit, a duplicate
-        spool name is this job's own row, committed late (PostgreSQL: the old transaction
-        ended while this insert waited on the unique index)."""
+        """One job's insert failed before its COMMIT. After a lost commit the first
+        COMMIT may still land (PostgreSQL: the old transaction ends while this insert waits
+        on the unique index, which then fails as a duplicate, or times out): found, the job
+        keeps that row; not found, its outcome stays unknown."""
         e.error = exc
-        if e.lost_commit and isinstance(exc, IntegrityError):
-            try:
-                if not self._not_landed([e]):
-                    e.error = None
-            except Exception as check:
-                log.error("job records: cannot check which landed (%s)", _brief(check))
-                e.error = CommitUnknown(_COMMIT_UNKNOWN)
+        if not e.lost_commit:
+            return
+        try:
+            if not self._not_landed([e]):
+                e.error = None
+                return
+        except Exception as check:
+            log.error("job records: cannot check which landed (%s)", _brief(check))
+        log.error("job records: a second insert failed (%s)", _brief(exc))
+        e.error = CommitUnknown(_COMMIT_UNKNOWN)
 
     def _not_landed(self, batch: list[_Pending]) -> list[_Pending]:
         """The jobs of ``batch`` not in the database; the others get their ids.
@@ -311,9 +315,11 @@ _COMMIT_UNKNOWN = (
 
 
 def _brief(exc: BaseException) -> str:
-    """An exception without SQLAlchemy's statement and parameters (other users' job data)."""
+    """An exception without SQLAlchemy's statement and parameters (other users' job data):
+    its driver error's type and first line."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    return f"{type(orig).__name__}: {str(orig).strip().splitlines()[0] if str(orig) else ''}"
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
 
 
 class Database:
@@ -482,7 +488,13 @@ class Database:
         job (a duplicate spool name) does not keep the others from being recorded.
         """
         entries = [_Pending(job) for job in jobs]
-        self._jobs_in.commit(entries)
+        try:
+            self._jobs_in.commit(entries)
+        except Exception:  # a bug: what each job had got to still counts
+            log.exception("job records: recording a batch failed")
+            for e in entries:
+                if not e.committed and e.error is None:
+                    e.error = CommitUnknown(_COMMIT_UNKNOWN)
         return [
             e.error or (None if e.committed else RuntimeError("the job record was not committed"))
             for e in entries

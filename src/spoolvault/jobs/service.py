@@ -103,6 +103,7 @@ class _Intake:
     document: list[bytes] | None = None  # a small document, for the write thread
     spool_file: SpoolFile | None = None  # the document, committed (for the record thread)
     recorded: bool = False  # its job record is committed
+    update_sent: bool = False  # Send-Document: the job's update reached its COMMIT
 
 
 class JobNotFound(ClientError):
@@ -492,21 +493,35 @@ class JobService:
         settle(outcomes)
 
     def _attached_after_all(self, intake: _Intake, exc: Exception) -> Job | BaseException:
-        """After a failed attach: the job if its update landed all the same (a COMMIT whose
-        answer was lost), else the error; CommitUnknown if the database cannot tell (the
-        file is then kept: a job must never name a file that is gone)."""
-        assert intake.job_id is not None and intake.spool_file is not None
+        """After a failed attach: its job, if the update landed all the same (a COMMIT whose
+        answer was lost) or lands when sent once more; else the error. CommitUnknown when
+        the database cannot tell: the file is then kept, as a job must never name a file
+        that is gone (one that no job names is removed at the next start)."""
+        if not intake.update_sent:  # failed before its update was sent: nothing changed
+            return exc
+        log.warning("job %s: its document's update failed (%r); checking", intake.job_id, exc)
         try:
-            job = self.db.get_job(intake.job_id)
-        except Exception as check:
-            log.error("job %d: cannot check its document's record (%r)", intake.job_id, check)
+            if (job := self._holding(intake)) is not None:
+                return job
+            try:
+                return self._attach(intake)  # it did not land (yet): once more
+            except ClientError as refused:
+                # No longer waiting: the first update landed late, or the job ended.
+                return self._holding(intake) or refused
+        except Exception as again:
+            log.error(
+                "job %s: cannot tell whether its document is recorded (%r)", intake.job_id, again
+            )
             return CommitUnknown(
                 "the job's document was received, but the database could not tell whether "
                 "it was recorded; the document is kept"
             )
-        if job is not None and job.spool_name == intake.spool_file.name:
-            return job
-        return exc
+
+    def _holding(self, intake: _Intake) -> Job | None:
+        """The job of a Send-Document, if it names this document's file."""
+        assert intake.job_id is not None and intake.spool_file is not None
+        job = self.db.get_job(intake.job_id)
+        return job if job is not None and job.spool_name == intake.spool_file.name else None
 
     def _fail_intakes(self, waiters: list[Waiter[_Intake, Job]], exc: BaseException) -> None:
         """A batch that could not be handled (a bug, or no thread): the jobs not recorded
@@ -628,6 +643,7 @@ class JobService:
                 values["pages"] = pages
             for key, value in values.items():
                 setattr(job, key, value)
+            intake.update_sent = True  # what fails from here on may have landed
         return job
 
     # -- queries and changes -------------------------------------------------------------
