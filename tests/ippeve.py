@@ -226,12 +226,13 @@ def _start_printer(work: Path, command: list[str], port: int) -> EvePrinter:
         time.sleep(0.1)
 
 
-def start_printer(work: Path, name: str = "testprinter") -> EvePrinter:
-    """Start ippeveprinter with its spool in ``work/spool`` (jobs "print" with /bin/cat)."""
+def start_printer(work: Path, name: str = "testprinter", port: int | None = None) -> EvePrinter:
+    """Start ippeveprinter with its spool in ``work/spool`` (jobs "print" with /bin/cat),
+    on ``port`` or a free one."""
     if IPPEVEPRINTER is None:
         pytest.skip("ippeveprinter not installed (Debian package cups-ipp-utils)")
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     plain = _printer_command(port, work / "spool", name)
     command = _isolated_command(work, plain)
     if command is None:

@@ -177,7 +177,11 @@ def test_ipptool_suites_pass_against_a_direct_queue_in_front_of_ippeveprinter(
     for suite in ("ipp-1.1.test", "ipp-2.0.test"):
         result = ipptool.run(uri, suite, suites, "-I", "-f", "document-a4.pdf", timeout=300)
         assert len(result.steps) >= 60, (suite, result.stderr)
-        assert result.failed == [], (suite, [(s.name, s.errors) for s in result.failed])
+        assert result.failed == [], (
+            suite,
+            [(s.name, s.errors) for s in result.failed],
+            [line for line in srv.first_lines if "direct job" in line or "WARNING" in line],
+        )
     done = {JobState.PRINTED, JobState.CANCELLED}
     deadline = time.monotonic() + 30  # the last jobs may still be on their way
     jobs = jobs_in(srv.data_dir)
@@ -516,3 +520,31 @@ def test_a_job_printed_with_a_pin_needs_it_at_release(
         "jobs", "release", str(second), "--printer", "lobby", "--data-dir", str(srv.data_dir)
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_direct_job_is_sent_again_when_its_printer_comes_up(srv: Server, tmp_path: Path) -> None:
+    """A direct queue's printer is down when the job comes in (connection refused): the
+    job is tried again, and prints once a printer answers on that address."""
+    port = cupsd.free_port()
+    add_printer(srv, "kiosk", f"ipp://127.0.0.1:{port}/ipp/print", mode="direct")
+    body = ipptool.minimal_pdf(1, marker="late printer")
+    job_id = submit(srv, "walk-in", body, fmt="application/pdf", queue="kiosk")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        [job] = jobs_in(srv.data_dir)
+        if job.state is JobState.HELD and job.state_reason:
+            break
+        time.sleep(0.1)
+    assert job.state is JobState.HELD and "not printed" in (job.state_reason or ""), job
+    printer = ippeve.start_printer(tmp_path / "late", port=port)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            [job] = jobs_in(srv.data_dir)
+            if job.state is JobState.PRINTED:
+                break
+            time.sleep(0.2)
+        assert job.id == job_id and job.state is JobState.PRINTED, job.state_reason
+        printer.wait_for_body(body)
+    finally:
+        printer.stop()

@@ -43,7 +43,7 @@ from spoolvault.ipp.codec import (
     encode,
 )
 from spoolvault.ipp.constants import GroupTag, Operation, PrinterState, Status, ValueTag
-from spoolvault.jobs.release import ReleaseService
+from spoolvault.jobs.release import PrinterBlocked, ReleaseFailed, ReleaseRefused, ReleaseService
 from spoolvault.jobs.service import (
     FINISHED_STATES,
     JobNotFound,
@@ -69,6 +69,9 @@ AUTH_CACHE_SECONDS = 60.0
 FORMATS_TTL = 300.0  # seconds a printer's document-format-supported is trusted
 FORMATS_RETRY = 30.0  # ... and how soon to ask again a printer that did not say
 FORMATS_ASK_TIMEOUT = 2.0  # an intake never waits longer than this on the printer
+# A direct queue's job that its printer did not take (unreachable, in error, refused for
+# the moment) is sent again after each of these delays (seconds), then left held.
+DIRECT_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class IppError(Exception):
@@ -379,16 +382,35 @@ class IppServer:
         return found
 
     def release_direct(self, job: Job) -> None:
-        """A direct queue does not hold: release the job to its printer now, in the background."""
+        """A direct queue does not hold: release the job to its printer now, in the background.
+
+        A printer that is unreachable, refuses for the moment or is in error gets the job
+        again after each of DIRECT_RETRY_DELAYS; then the job stays held, with the reason,
+        for a release station or an administrator.
+        """
         if self.release is None:
             return
         release = self.release
 
         async def run() -> None:
-            try:
-                await release.release(job.id, job.queue, actor=SYSTEM, is_admin=True)
-            except Exception as exc:
-                log.warning("direct job %d not printed: %s", job.id, exc)
+            failure: Exception | None = None
+            for delay in (0, *DIRECT_RETRY_DELAYS):
+                await asyncio.sleep(delay)
+                try:
+                    await release.release(job.id, job.queue, actor=SYSTEM, is_admin=True)
+                    return
+                except (ReleaseFailed, PrinterBlocked) as exc:
+                    failure = exc
+                    now = await in_thread(self.jobs.db.get_job, job.id)
+                    if now is None or now.state is not DbState.HELD:
+                        break  # failed for good (marked failed), or cancelled meanwhile
+                    log.info("direct job %d not printed yet (%s); trying again", job.id, exc)
+                except ReleaseRefused:
+                    return  # no longer held: released at a station, cancelled, or expired
+                except Exception as exc:
+                    failure = exc
+                    break
+            log.warning("direct job %d not printed: %s", job.id, failure)
 
         task = asyncio.create_task(run())
         self._direct.add(task)
