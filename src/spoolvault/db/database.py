@@ -240,11 +240,13 @@ class _GroupInsert:
             e.committed = True
 
     def _after_lost_commit(self, batch: list[_Pending], exc: Exception) -> None:
-        """The COMMIT failed: it may have committed all the same (PostgreSQL's connection
-        lost during it). Inserted again, such a job would fail as a duplicate, and its
-        caller would remove the spool file its record names. So the jobs that landed keep
-        their rows; the others are inserted again, once."""
-        log.warning("job records: the commit failed (%s); checking which landed", _brief(exc))
+        """A COMMIT failed: it may have committed all the same (PostgreSQL's connection lost
+        during it). Inserted again, such a job would fail as a duplicate, and its caller
+        would remove the spool file its record names. So the jobs that landed keep their
+        rows; the others are inserted again, once: a job whose second attempt fails in any
+        way (a duplicate or a timeout on the unique index while the first COMMIT lands late)
+        comes back here, and if still not found its outcome is unknown."""
+        log.warning("job records: not confirmed (%s); checking which landed", _brief(exc))
         try:
             rest = self._not_landed(batch)
         except Exception as check:
@@ -253,28 +255,19 @@ class _GroupInsert:
                 e.error = CommitUnknown(_COMMIT_UNKNOWN)
             return
         for e in rest:
-            if e.lost_commit:  # its second commit lost too: leave it to the operator
+            if e.lost_commit:  # its second attempt failed too: leave it to the operator
                 e.error = CommitUnknown(_COMMIT_UNKNOWN)
             else:
                 e.lost_commit = True
                 self.commit([e])
 
     def _failed(self, e: _Pending, exc: Exception) -> None:
-        """One job's insert failed before its COMMIT. After a lost commit the first
-        COMMIT may still land (PostgreSQL: the old transaction ends while this insert waits
-        on the unique index, which then fails as a duplicate, or times out): found, the job
-        keeps that row; not found, its outcome stays unknown."""
-        e.error = exc
-        if not e.lost_commit:
-            return
-        try:
-            if not self._not_landed([e]):
-                e.error = None
-                return
-        except Exception as check:
-            log.error("job records: cannot check which landed (%s)", _brief(check))
-        log.error("job records: a second insert failed (%s)", _brief(exc))
-        e.error = CommitUnknown(_COMMIT_UNKNOWN)
+        """One job's insert failed before its COMMIT: its error, unless it is a second
+        attempt after a lost COMMIT (whose first may still land)."""
+        if e.lost_commit:
+            self._after_lost_commit([e], exc)
+        else:
+            e.error = exc
 
     def _not_landed(self, batch: list[_Pending]) -> list[_Pending]:
         """The jobs of ``batch`` not in the database; the others get their ids.
