@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +28,16 @@ from test_ipp_server import ipp_request, job_group, jobs_in, new_request
 from web_helpers import add_printer, add_user, client, login, submit, wait_for_files
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
+
+
+def the_job(srv: Server, done: Callable[[Job], bool], timeout: float = 30) -> Job:
+    """The server's only job, once ``done(job)`` (or as it is when ``timeout`` runs out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        [job] = jobs_in(srv.data_dir)
+        if done(job) or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
 
 
 def test_release_arrives_byte_identical_and_the_file_is_shredded(
@@ -151,12 +162,7 @@ def test_direct_queue_prints_without_hold(
     before = len(printer.files())
     body = ipptool.minimal_pdf(1, marker="direct")
     job_id = submit(srv, "walk-in", body, fmt="application/pdf", queue="kiosk")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        [job] = jobs_in(srv.data_dir)
-        if job.state not in (JobState.HELD, JobState.RELEASING):
-            break
-        time.sleep(0.2)
+    job = the_job(srv, lambda j: j.state not in (JobState.HELD, JobState.RELEASING))
     assert job.id == job_id and job.state is JobState.PRINTED, job.state_reason
     assert body in {f.read_bytes() for f in wait_for_files(printer, before + 1)}
 
@@ -529,21 +535,11 @@ def test_a_direct_job_is_sent_again_when_its_printer_comes_up(srv: Server, tmp_p
     add_printer(srv, "kiosk", f"ipp://127.0.0.1:{port}/ipp/print", mode="direct")
     body = ipptool.minimal_pdf(1, marker="late printer")
     job_id = submit(srv, "walk-in", body, fmt="application/pdf", queue="kiosk")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        [job] = jobs_in(srv.data_dir)
-        if job.state is JobState.HELD and job.state_reason:
-            break
-        time.sleep(0.1)
+    job = the_job(srv, lambda j: j.state is JobState.HELD and bool(j.state_reason), timeout=10)
     assert job.state is JobState.HELD and "not printed" in (job.state_reason or ""), job
     printer = ippeve.start_printer(tmp_path / "late", port=port)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            [job] = jobs_in(srv.data_dir)
-            if job.state is JobState.PRINTED:
-                break
-            time.sleep(0.2)
+        job = the_job(srv, lambda j: j.state is JobState.PRINTED)
         assert job.id == job_id and job.state is JobState.PRINTED, job.state_reason
         printer.wait_for_body(body)
     finally:
