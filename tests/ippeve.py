@@ -162,9 +162,13 @@ class EvePrinter:
         _stop(self.proc)
 
 
-def _avahi_running() -> bool:
+def avahi_running() -> bool:
+    """An avahi-daemon already runs (its pid file names a live process). For a daemon just
+    started, wait for its log's "Server startup complete" instead (ISOLATED)."""
+    if shutil.which("avahi-daemon") is None:
+        return False
     check = subprocess.run(["avahi-daemon", "--check"], capture_output=True, check=False)
-    return shutil.which("avahi-daemon") is not None and check.returncode == 0
+    return check.returncode == 0
 
 
 def _printer_command(port: int, spool: Path, name: str) -> list[str]:
@@ -239,7 +243,7 @@ def start_printer(work: Path, name: str = "testprinter", port: int | None = None
     plain = _printer_command(port, work / "spool", name)
     command = _isolated_command(work, plain)
     if command is None:
-        if not _avahi_running():
+        if not avahi_running():
             pytest.skip("ippeveprinter needs DNS-SD: no avahi-daemon running, and not root")
         command = plain
     return _start_printer(work, command, port)

@@ -37,6 +37,7 @@ import pytest
 from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from ippeve import avahi_running
 from spoolvault.discovery import dnssd
 from spoolvault.discovery.dnssd import IPP, IPPS, Advertiser
 from spoolvault.ipp import attributes as A
@@ -352,11 +353,6 @@ def _bus_running() -> bool:
     return True
 
 
-def _avahi_running() -> bool:
-    check = ["avahi-daemon", "--check"]
-    return subprocess.run(check, capture_output=True, check=False).returncode == 0
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -385,7 +381,7 @@ def avahi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         pytest.skip(
             f"{', '.join(missing)} not installed (Debian packages avahi-utils, avahi-daemon, dbus)"
         )
-    if _avahi_running():
+    if avahi_running():
         yield  # a running daemon; avahi uses lo unless its allow-interfaces leaves lo out
         return
     if os.geteuid() != 0:
@@ -415,8 +411,10 @@ def avahi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             stderr=subprocess.STDOUT,
         )
     try:
+        # Its log, not `avahi-daemon --check` (which sees only the pid file): a client that
+        # connects before "Server startup complete" can be refused (tests/ippeve.py).
         deadline = time.monotonic() + 10
-        while not _avahi_running():
+        while b"Server startup complete" not in log.read_bytes():
             if daemon.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"avahi-daemon did not start:\n{log.read_text()}")
             time.sleep(0.1)
