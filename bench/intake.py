@@ -427,6 +427,34 @@ class Cupsd(Server):
         self.facts["dirty_clean_interval_s"] = 0 if self.sync else 30
 
 
+SINKS = ("sink-discard", "sink-files", "sink-log", "sink-log-record")
+
+
+class Sink(Server):
+    """A reference server of bench/ipp_sink.py: the floor of a mode's durability work."""
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "data"
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True)
+        port = free_port()
+        mode = self.name.removeprefix("sink-")
+        script = Path(__file__).with_name("ipp_sink.py")
+        cmd = [sys.executable, str(script), mode, "--dir", str(self.spool_dir)]
+        with (self.root / "stderr").open("wb") as stderr:
+            self.proc = subprocess.Popen([*cmd, "--port", str(port)], stderr=stderr)
+        wait_port(port, self.proc, self.name)
+        self.uri = f"ipp://127.0.0.1:{port}/printers/sink"
+
+    def verify(self, uri_test: Path, document: Path, expected: int) -> dict[str, Any]:
+        """Every request answered was made durable (or, for discard, answered)."""
+        url = self.uri.replace("ipp://", "http://", 1).rsplit("/printers/", 1)[0] + "/count"
+        count = int(urllib.request.urlopen(url, timeout=10).read())  # noqa: S310
+        return {"durable": count, "ok": count == expected}
+
+
 # -- the benchmark ----------------------------------------------------------------------
 
 
@@ -528,6 +556,7 @@ def run_server(
             "server_cpu_s": round(server_cpu, 2),
             "server_cpu_ms_per_job": round(1000 * server_cpu / max(batch.ok, 1), 2),
             "clients_cpu_s": round(batch.client_cpu_s, 2),
+            "clients_cpu_ms_per_job": round(1000 * batch.client_cpu_s / max(batch.ok, 1), 2),
         }
         rec["small"]["verify"] = srv.verify(files["get_jobs"], files["small"], expected)
         rec["rss_mib_after_small"] = rss(srv.pid)
@@ -684,6 +713,8 @@ def make_server(kind: str, root: Path, src: Path | None) -> Server:
         return Cupsd(kind, root)
     if kind == "cupsd-sync":
         return Cupsd(kind, root, sync=True)
+    if kind in SINKS:
+        return Sink(kind, root)
     raise ValueError(kind)
 
 
@@ -698,8 +729,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--servers",
         default="spoolvault,cupsd",
-        help="comma list of spoolvault, cupsd, cupsd-sync (cupsd with SyncOnClose Yes and "
-        "DirtyCleanInterval 0, a reference only)",
+        help="comma list of spoolvault, cupsd, and references: cupsd-sync (cupsd with "
+        "SyncOnClose Yes and DirtyCleanInterval 0), sink-discard, sink-files, sink-log, "
+        "sink-log-record (bench/ipp_sink.py), or sinks for all four",
     )
     ap.add_argument(
         "--spoolvault-src",
@@ -716,6 +748,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    kinds = [s for k in kinds for s in (SINKS if k == "sinks" else (k,))]
+    unknown = set(kinds) - {"spoolvault", "cupsd", "cupsd-sync", *SINKS}
+    if unknown:
+        ap.error(f"--servers: unknown {', '.join(sorted(unknown))}")
     if "spoolvault" not in kinds or "cupsd" not in kinds:
         ap.error("--servers must include spoolvault and cupsd")
     if args.jobs < 1 or args.clients < 1 or args.rounds < 1:
@@ -772,6 +808,9 @@ def main(argv: list[str] | None = None) -> int:
             "server_cpu_ms_per_job_median": median_or_none(
                 [r["small"]["server_cpu_ms_per_job"] for r in recs]
             ),
+            "clients_cpu_ms_per_job_median": median_or_none(
+                [r["small"]["clients_cpu_ms_per_job"] for r in recs]
+            ),
             "rss_mib_after_small": [r["rss_mib_after_small"] for r in recs],
             "rss_mib_after_big": [r["rss_mib_after_big"] for r in recs],
             "all_verified": all(
@@ -826,6 +865,9 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         if kind not in ("spoolvault", "cupsd"):
             result["targets"][f"reference_{kind}"] = {
+                "its_jobs_per_s_vs_cupsd": ratio(
+                    summary[kind]["jobs_per_s_median"], cups["jobs_per_s_median"]
+                ),
                 "jobs_per_s_ratio": ratio(
                     sv["jobs_per_s_median"], summary[kind]["jobs_per_s_median"]
                 ),
