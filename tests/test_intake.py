@@ -907,6 +907,47 @@ def test_lpd_remove_is_limited_to_the_agents_own_jobs(rt: Runtime) -> None:
     }
 
 
+def test_lpd_user_names_act_on_no_job_while_ipp_authentication_is_required(
+    rt: Runtime,
+) -> None:
+    """An LPD user name is a claim: once IPP needs authentication, a job's owner may be a
+    proven identity, so LPD neither lists nor removes anybody's jobs; hidden titles stay
+    hidden in listings either way."""
+
+    async def ask(port: int, code: int, text: str) -> str:
+        client = await Lpd.open(port)
+        client.writer.write(bytes([code]) + text.encode() + b"\n")
+        try:
+            return await client.text()
+        finally:
+            await client.close()
+
+    async def first(server: IntakeServer, port: int) -> str:
+        await lpr(port, {"dfA1h": b"a" * 10}, control_file([("dfA1h", "a")], job="Salary plan"))
+        return await ask(port, 3, "secure alice")
+
+    async def then(server: IntakeServer, port: int) -> list[str]:
+        return [
+            await ask(port, 3, "secure alice"),
+            await ask(port, 4, "secure alice 1"),
+            await ask(port, 5, "secure alice 1"),
+            await ask(port, 5, "secure alice alice"),
+        ]
+
+    rt.db.update_settings("primary", {"hide_document_names": True})
+    hidden = run_server(rt, "lpd", first)
+    rt.db.update_settings("primary", {"ipp_authentication_required": True})
+    short, long, by_id, by_name = run_server(rt, "lpd", then)
+    [job] = held(rt)
+    assert re.search(rf"1st\s+alice\s+{job.id}\s+\(hidden\)\s+10 bytes", hidden), hidden
+    for listing in (short, long):
+        assert "1 held job(s)" in listing and "listing a user's jobs over LPD is off" in listing
+        assert "alice" not in listing and "Salary" not in listing
+    for reply in (by_id, by_name):
+        assert "removing jobs over LPD is off" in reply and "removed" not in reply.split(":")[0]
+    assert job.state is JobState.HELD
+
+
 def test_lpd_survives_a_flood_of_garbage(rt: Runtime) -> None:
     rng = random.Random(1179)
     payloads = [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))) for _ in range(40)]

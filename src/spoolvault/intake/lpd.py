@@ -85,6 +85,7 @@ from spoolvault.jobs.service import (
     JobService,
     Submission,
 )
+from spoolvault.settings import HIDDEN_TITLE, HIDE_DOCUMENT_NAMES, IPP_AUTHENTICATION_REQUIRED
 from spoolvault.spool.store import SpoolFile
 
 log = logging.getLogger(__name__)
@@ -608,19 +609,34 @@ class _Session:
                 users.append(op)
         return users, ids
 
+    async def _claims_refused(self) -> bool:
+        """Whether an LPD user name may not act on jobs: IPP authentication is required, so
+        a job's owner may be a proven identity, and LPD's user name is only a claim."""
+        settings = await anyio.to_thread.run_sync(self.jobs.settings)
+        return bool(settings[IPP_AUTHENTICATION_REQUIRED])
+
     async def _queue_state(self, cmd: Command, *, long: bool) -> str:
         if not self._known(cmd.queue):
             return f"spoolvault: no queue named {clean_text(cmd.queue)}\n"
         users, ids = self._split(cmd.operands)
         header = f"{self.queue}: jobs are held until their owner releases them at a printer\n"
-        if not users:
+        refused = bool(users) and await self._claims_refused()
+        if refused or not users:
             count = await anyio.to_thread.run_sync(
                 functools.partial(self.jobs.count, queue=self.queue, states=HELD_STATES)
             )
+            if refused:
+                return (
+                    f"{header}{count} held job(s); listing a user's jobs over LPD is off, as "
+                    "printing over IPP needs authentication here: see them at a release "
+                    "station\n"
+                )
             return (
                 f"{header}{count} held job(s); name a user to list theirs "
                 f"(lpq -P {self.queue} USER)\n"
             )
+        settings = await anyio.to_thread.run_sync(self.jobs.settings)
+        hide = bool(settings[HIDE_DOCUMENT_NAMES])
         found: list[Job] = []
         for user in users:
             found += await anyio.to_thread.run_sync(
@@ -639,7 +655,7 @@ class _Session:
         if not long:
             lines.append(f"{'Rank':<7} {'Owner':<10} {'Job':<7} {'File(s)':<32} Total Size\n")
         for rank, job in enumerate(found, start=1):
-            title = clean_text(job.title) or "(untitled)"
+            title = HIDDEN_TITLE if hide else clean_text(job.title) or "(untitled)"
             owner = clean_text(job.owner)
             state = "held" if job.state is JobState.HELD else job.state.value
             if long:
@@ -655,6 +671,12 @@ class _Session:
     async def _remove(self, cmd: Command) -> str:
         if not self._known(cmd.queue):
             return f"spoolvault: no queue named {clean_text(cmd.queue)}\n"
+        if await self._claims_refused():
+            return (
+                "spoolvault: removing jobs over LPD is off, as printing over IPP needs "
+                "authentication here (an LPD user name is only a claim): cancel them at a "
+                "release station or over authenticated IPP\n"
+            )
         agent, *rest = cmd.operands
         users, ids = self._split(rest)
         agent_text = clean_text(agent)
