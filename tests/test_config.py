@@ -192,3 +192,12 @@ def test_hostport_off() -> None:
     assert parse_hostport("off", "--lpd", allow_off=True) is None
     with pytest.raises(ConfigError):
         parse_hostport("off", "--http")
+
+
+def test_instance_id_is_made_once_and_a_damaged_one_is_a_clear_error(tmp_path: Path) -> None:
+    first = DataDir.open(tmp_path / "d").instance
+    assert DataDir.open(tmp_path / "d").instance == first
+    assert DataDir.open(tmp_path / "other").instance != first
+    (tmp_path / "d" / "instance-id").write_text("not a uuid\n")
+    with pytest.raises(ConfigError, match="does not hold a UUID"):
+        DataDir.open(tmp_path / "d")

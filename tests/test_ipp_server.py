@@ -283,6 +283,32 @@ def test_unknown_queue_and_wrong_content_type(shared_server: Server) -> None:
 
 
 @pytest.mark.skipif(shutil.which("lp") is None, reason="needs cups-client")
+def test_each_installation_has_its_own_printer_uuid(shared_server: Server, tmp_path: Path) -> None:
+    """printer-uuid (and so DNS-SD's UUID) comes from the data directory's instance-id: two
+    servers' `secure` queues differ, and one server keeps its own across restarts."""
+
+    def printer_uuid(srv: Server) -> object:
+        req = new_request(Operation.GET_PRINTER_ATTRIBUTES, srv)
+        req.operation.add("requested-attributes", ValueTag.KEYWORD, "printer-uuid")
+        _, reply = ipp_request(srv, req)
+        assert reply is not None and reply.code == Status.SUCCESSFUL_OK
+        group = reply.group(GroupTag.PRINTER)
+        attr = group.get("printer-uuid") if group is not None else None
+        assert attr is not None
+        return attr.value
+
+    uuids = []
+    for _ in range(2):
+        srv = start_server(tmp_path / "data")
+        try:
+            uuids.append(printer_uuid(srv))
+        finally:
+            srv.stop()
+    assert (tmp_path / "data" / "instance-id").is_file()
+    assert uuids[0] == uuids[1] != printer_uuid(shared_server)
+    assert str(uuids[0]).startswith("urn:uuid:")
+
+
 def test_cups_lp_job_is_accepted_held_and_encrypted(tmp_path: Path) -> None:
     srv = start_server(tmp_path / "data")
     try:

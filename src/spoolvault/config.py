@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
 from spoolvault.errors import ConfigError
+from spoolvault.util.fs import create_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +302,8 @@ class DataDir:
     plain_spool: Path
     conf: ProviderConf
     limits: Limits = field(default_factory=Limits)
+    # This installation's identity: its queues' printer-uuid derive from it (instance_id).
+    instance: uuid.UUID = field(default_factory=uuid.uuid4)
 
     @property
     def key_file(self) -> Path:
@@ -345,4 +349,37 @@ class DataDir:
             plain_spool=ensure_dir("SpoolDir", plain),
             conf=conf,
             limits=parse_limits(conf),
+            instance=instance_id(root, create=create),
         )
+
+
+INSTANCE_NAME = "instance-id"
+
+
+def instance_id(root: Path, *, create: bool) -> uuid.UUID:
+    """The data directory's random identity (file ``instance-id``), made on first start.
+
+    Every installation's queues must have their own printer-uuid (RFC 8011 §5.4.28 via PWG
+    5100.13; DNS-SD's UUID key): clients that find two servers' ``secure`` queues on one
+    network tell them apart by it. Without ``create``, a missing file gives an identity
+    derived from the directory's path, and nothing is written.
+    """
+    path = root / INSTANCE_NAME
+    if create and not path.exists():
+        try:
+            if create_exclusive(path, f"{uuid.uuid4()}\n".encode(), mode=0o644):
+                log.info("created the instance id %s", path)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path}: {exc.strerror}") from exc
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"file://{root}")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ConfigError(
+            f"{path} does not hold a UUID; remove it to have a new one made at the next start"
+        ) from None

@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 
 from spoolvault.errors import KeyStoreError
-from spoolvault.util.fs import fsync_dir, write_all
+from spoolvault.util.fs import create_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,10 @@ class CardKey:
                     f"card secret {path} is missing: without it no card can log in "
                     f"(restore it from your backup, or enroll every card again)"
                 )
-            _create_exclusive(path, _FORMAT + secrets.token_bytes(_LEN).hex().encode() + b"\n")
+            # Two processes starting together (a server and a ``user`` command) must not each
+            # make a secret: cards enrolled under the loser's would stop working.
+            if create_exclusive(path, _FORMAT + secrets.token_bytes(_LEN).hex().encode() + b"\n"):
+                log.info("created the card secret %s", path)
         try:
             st = os.stat(path)
             if st.st_mode & 0o077:
@@ -110,29 +113,3 @@ class CardKey:
             # Never echo the content: it is the secret.
             raise KeyStoreError(f"card secret {path} is malformed")
         return cls(key, path)
-
-
-def _create_exclusive(path: Path, data: bytes) -> None:
-    """Write a new file durably; if another process made it first, keep theirs.
-
-    Two processes starting together (a server and a ``user`` command) must not each make
-    a secret: the second would overwrite the first, and cards enrolled under it would
-    stop working. The link fails if the name exists, so exactly one secret wins.
-    """
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    else:
-        log.info("created the card secret %s", path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)

@@ -128,6 +128,11 @@ class Queue:
         return self.uuid or f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'spoolvault:' + self.name)}"
 
 
+def queue_uuid(instance: uuid.UUID, name: str) -> str:
+    """The printer-uuid of queue ``name`` of the installation ``instance`` (DataDir)."""
+    return f"urn:uuid:{uuid.uuid5(instance, 'queue:' + name)}"
+
+
 def _media_col(name: str) -> Collection:
     x, y = MEDIA[name]
     size = Collection(

@@ -163,7 +163,11 @@ class IppServer:
         self.limits = limits or Limits()
         self.started = datetime.now(UTC)
         self.queues = {
-            DEFAULT_QUEUE: A.Queue(DEFAULT_QUEUE, "Secure print: release your jobs at any printer"),
+            DEFAULT_QUEUE: A.Queue(
+                DEFAULT_QUEUE,
+                "Secure print: release your jobs at any printer",
+                uuid=A.queue_uuid(rt.data.instance, DEFAULT_QUEUE),
+            ),
         }
         # sha256(user, password) -> (user, is administrator, expiry): argon2 is slow on purpose.
         self._auth_cache: dict[str, tuple[str, bool, float]] = {}
@@ -351,6 +355,7 @@ class IppServer:
             queue = A.Queue(
                 printer.name,
                 f"{printer.name} ({printer.mode.value})",
+                uuid=A.queue_uuid(self.rt.data.instance, printer.name),
                 mode=printer.mode.value,
                 formats=await self._printer_formats(printer),
             )

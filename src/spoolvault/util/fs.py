@@ -43,6 +43,30 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     fsync_dir(path.parent)
 
 
+def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
+    """Write a new file durably, unless it exists: True if this call made it.
+
+    Of processes creating it at once, exactly one wins (the link fails if the name
+    exists), and the others keep the winner's file.
+    """
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+    return True
+
+
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of dirty pages, do not wait
 
 
