@@ -226,6 +226,19 @@ FOO2XQX = (
     b"@PJL SET USERNAME=IEUser\r\n@PJL SET COVER=OFF\r\n"
 )
 FUJI_XEROX = UEL + b'@PJL JOB MODE=PRINTER\n@PJL SET JOBATTR="@LUNA=kenji"\n@PJL SET QTY=1\n'
+# foo2lava/foo2zjs: one JOB line per option, each behind its own UEL.
+FOO2LAVA = (
+    UEL
+    + b'@PJL JOB NAME="report.pdf"\n'
+    + UEL
+    + b'@PJL JOB USERNAME="alice"\n'
+    + UEL
+    + b'@PJL JOB TIMESTAMP="05/31/2022"\n'
+    + UEL
+    + b"@PJL ENTER LANGUAGE=LAVAFLOW\n"
+)
+# Line ends of CR alone: the document after them is not taken for PJL.
+CR_ONLY = b'@PJL SET USERNAME="alice"\r@PJL JOB NAME="t"\r@PJL ENTER LANGUAGE=PCL\r\x1bE page\x0c'
 PRACC = (
     b"\x04" + UEL + b"@PJL JOB\n"
     b'@PJL COMMENT "Username: UNTITLED; App Filename: Testseite; 12-13-2003"\n'
@@ -241,6 +254,9 @@ PRACC = (
         (FOO2XQX, "IEUser", "test - Notepad"),
         (FUJI_XEROX, "kenji", None),
         (PRACC, "UNTITLED", "Testseite"),
+        (FOO2LAVA, "alice", "report.pdf"),
+        (CR_ONLY, "alice", "t"),
+        (b"@PJL SET USERNAME=bob\r@PJL SET JOBNAME=memo\r\x1bE text\x0c", "bob", "memo"),
         (b'@pjl set username=alice smith\n@pjl set jobname="x y"\n', "alice smith", "x y"),
         (b"%PDF-1.7\n@PJL SET USERNAME=mallory\n", None, None),
         (UEL + b"%!PS-Adobe-3.0\n@PJL SET USERNAME=mallory\n", None, None),
@@ -412,6 +428,19 @@ def test_raw_job_without_pjl_is_held_for_unknown_with_a_warning(
     assert document(rt, job) == data
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("no owner" in m and "administrator" in m for m in warnings), warnings
+
+
+def test_raw_job_with_cr_only_pjl_lines_is_held_not_taken_for_a_query(rt: Runtime) -> None:
+    """A header whose lines end in CR alone: the page after it is a document, not more PJL
+    (it was taken for a PJL-only status query and dropped, its client hearing success)."""
+
+    async def scenario(server: IntakeServer, port: int) -> str:
+        return await raw_print(port, CR_ONLY)
+
+    assert run_server(rt, "raw", scenario) == "closed"
+    [job] = held(rt)
+    assert (job.owner, job.title) == ("alice", "t")
+    assert document(rt, job) == CR_ONLY
 
 
 def test_raw_connections_without_a_document_make_no_job(rt: Runtime) -> None:

@@ -14,7 +14,9 @@ byte-identical. The scanner is incremental (feed it chunks as they arrive), boun
 keeps at most one unfinished line) and never raises on any input.
 
 Syntax (HP PJL Technical Reference Manual, ch. 2 "PJL Command Syntax and Format"): a line is
-``@PJL command [options]``, ended by LF, optionally preceded by CR; keywords are
+``@PJL command [options]``, ended by LF, optionally preceded by CR (a CR alone ends a
+line too: some drivers send CR-only line ends, and a line end missed would swallow the
+document into the header, see ``PjlInfo.pjl_only``); keywords are
 case-insensitive (we accept a lower-case ``@pjl`` too); string values are in double quotes
 and contain neither quotes nor line ends; ``=`` may have spaces around it. The Universal
 Exit Language ``ESC%-12345X`` may precede the first ``@PJL`` on the same line.
@@ -28,7 +30,9 @@ Which lines name the owner, in order of preference (first one present wins):
    the computer, JobAcct3 the domain, JobAcct4 the time).
 2. ``@PJL SET USERNAME="<user>"`` (quoted or not) -- HP drivers, hpcups/CUPS PPD JCL
    (``@PJL SET USERNAME = "..."`` beside ``@PJL JOB NAME = "..." DISPLAY = "..."``),
-   foo2xqx and other open drivers, the job-retention feature of HP printers.
+   foo2xqx and other open drivers, the job-retention feature of HP printers; then
+   ``@PJL JOB USERNAME="<user>"`` (foo2lava, foo2zjs: one JOB line per option, each after
+   its own UEL).
 3. ``@PJL SET JOBATTR="@LUNA=<user>"`` (Fuji Xerox DocuPrint Windows driver, "login user
    name") and ``@PJL SET JOBATTR="@OWNR=<user>"`` (Fuji Xerox-built HBPL printers such as
    the Dell 1320c).
@@ -59,7 +63,7 @@ MAX_LINE = 4096
 # Bytes that may come before the first UEL: NUL padding, a PostScript ^D, blank lines.
 _LEADING_JUNK = b"\x00\x04 \t\r\n"
 
-_OWNER_KEYS = ("JOBACCT1", "USERNAME", "@LUNA", "@OWNR", "COMMENT-USERNAME")
+_OWNER_KEYS = ("JOBACCT1", "USERNAME", "JOB-USERNAME", "@LUNA", "@OWNR", "COMMENT-USERNAME")
 _TITLE_KEYS = ("JOB-NAME", "JOBNAME", "COMMENT-APPFILENAME", "FILENAME")
 _SET_KEYS = {"USERNAME": "USERNAME", "JOBNAME": "JOBNAME", "FILENAME": "FILENAME"}
 _JOBATTR_KEYS = {"JOBACCT1": "JOBACCT1", "@LUNA": "@LUNA", "@OWNR": "@OWNR"}
@@ -163,7 +167,7 @@ class PjlScanner:
                 self._finish()  # PDF, PostScript, PCL without PJL: nothing to read
                 return
         while not self.done:
-            end = self._buf.find(b"\n")
+            end = _line_end(self._buf)
             if end < 0:
                 if len(self._buf) > MAX_LINE:
                     self._finish()
@@ -195,6 +199,8 @@ class PjlScanner:
             for key, value in self._options(m.group(1) or ""):
                 if key == "NAME":
                     self._keep("JOB-NAME", value)
+                elif key == "USERNAME":
+                    self._keep("JOB-USERNAME", value)
         elif m := _COMMENT.match(text):
             comment = m.group(1)
             if u := _COMMENT_USER.search(comment):
@@ -230,6 +236,13 @@ class PjlScanner:
             cleaned = clean_text(value, MAX_NAME_BYTES)
             if cleaned:
                 self._fields[key] = cleaned
+
+
+def _line_end(buf: bytearray) -> int:
+    """Where the first line of ``buf`` ends: its first LF or CR (-1: not yet). A CRLF
+    leaves an empty line behind its CR, which is skipped as blank."""
+    lf, cr = buf.find(b"\n"), buf.find(b"\r")
+    return lf if cr < 0 or 0 <= lf < cr else cr
 
 
 def scan(data: bytes) -> PjlInfo:
