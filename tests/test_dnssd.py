@@ -94,8 +94,14 @@ def _check_txt(txt: dict[str, str], queue: A.Queue, *, tls: bool) -> None:
     assert pdl[0] == "application/pdf"
     if "image/urf" in pdl:  # then URF must say what Apple raster the queue takes
         assert {"V1.4", "SRGB24", "W8", "RS300-600", "DM1"} <= set(txt["URF"].split(","))
+        assert txt["URF"].split(",") == values("urf-supported")  # and IPP says the same
     else:
         assert "URF" not in txt
+        assert attrs.get("urf-supported") is None
+    if "image/pwg-raster" in pdl:  # PWG 5100.14 §5.4: the raster a client may send
+        assert {r.x for r in values("pwg-raster-document-resolution-supported")} == {300, 600}  # type: ignore[attr-defined]
+        assert values("pwg-raster-document-type-supported") == ["sgray_8", "srgb_8"]
+        assert values("pwg-raster-document-sheet-back") == ["normal"]
     scheme = "https" if tls else "http"
     assert re.fullmatch(rf"{scheme}://[A-Za-z0-9-]+-spoolvault\.local:{PORT}/", txt["adminurl"])
     if tls:
@@ -178,6 +184,13 @@ def test_txt_record_mirrors_the_queue_attributes() -> None:
     _check_txt(dnssd.txt_record(queue, tls=False, admin_url=admin), queue, tls=False)
     admin = f"https://h-spoolvault.local:{PORT}/"
     _check_txt(dnssd.txt_record(queue, tls=True, admin_url=admin), queue, tls=True)
+    assert "air" not in dnssd.txt_record(queue, tls=True, admin_url=admin)
+    # ipp_authentication_required: clients learn that they must ask for a password.
+    assert dnssd.txt_record(queue, tls=True, admin_url=admin, auth=True)["air"] == (
+        "username,password"
+    )
+    plain = A.Queue("q", "info", location="Room 101", formats=("application/pdf",))
+    _check_txt(dnssd.txt_record(plain, tls=True, admin_url=admin), plain, tls=True)
     long = A.Queue("q", "info", location="🖨" * 127)  # 508 bytes of UTF-8
     note = dnssd.txt_record(long, tls=False, admin_url=admin)["note"]
     assert len(f"note={note}".encode()) <= 255

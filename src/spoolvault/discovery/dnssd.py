@@ -59,10 +59,6 @@ SUBTYPES = ("_print", "_universal")
 PRODUCT = "(spoolvault)"  # Bonjour Printing Specification: the PostScript product string
 TLS_VERSION = "1.2"  # the version pappl advertises; Python's ssl takes 1.2 and 1.3
 KIND = "document"  # printer-kind (PWG 5100.14 §4.2)
-# Apple raster capabilities, used while the queue's attributes have no urf-supported:
-# version 1.4, copies, normal duplex back side, draft/normal/high quality, 300 and 600
-# dpi, 24-bit sRGB and 8-bit grey: what attributes.py says the queue takes.
-URF_DEFAULT = ("V1.4", "CP1", "DM1", "PQ3-4-5", "RS300-600", "SRGB24", "W8")
 # pdl lists these first, so that a cut (255 bytes) drops legacy formats, not these.
 PDL_FIRST = ("application/pdf", "image/urf", "image/pwg-raster", "image/jpeg")
 # PWG 5100.14 §4.2 PaperMax: the widest media, in hundredths of millimetres.
@@ -134,13 +130,15 @@ def _paper_max(widths: Iterable[int]) -> str:
     return ">isoC-A2"
 
 
-def txt_record(queue: A.Queue, *, tls: bool, admin_url: str) -> dict[str, str]:
-    """The TXT keys of one queue (PWG 5100.14 §4.2), from its printer attributes."""
+def txt_record(queue: A.Queue, *, tls: bool, admin_url: str, auth: bool = False) -> dict[str, str]:
+    """The TXT keys of one queue (PWG 5100.14 §4.2), from its printer attributes; ``auth``:
+    printing needs a user name and password (ipp_authentication_required)."""
     now = datetime.now(UTC)
     scheme = "ipps" if tls else "ipp"
+    uri = f"{scheme}://localhost/printers/{queue.name}"
     attrs = A.printer_attributes(
         queue,
-        uris=[(f"{scheme}://localhost/printers/{queue.name}", "tls" if tls else "none", "none")],
+        uris=[(uri, "tls" if tls else "none", "basic" if auth else "none")],
         state=PrinterState.IDLE,
         queued=0,
         up_since=now,
@@ -153,7 +151,7 @@ def txt_record(queue: A.Queue, *, tls: bool, admin_url: str) -> dict[str, str]:
 
     formats = [str(v) for v in values("document-format-supported")]
     uuid = str((values("printer-uuid") or [queue.printer_uuid()])[0])
-    urf = [str(v) for v in values("urf-supported")] or list(URF_DEFAULT)
+    urf = [str(v) for v in values("urf-supported")]
     duplex = any(str(s).startswith("two-sided") for s in values("sides-supported"))
     txt = {
         "txtvers": "1",  # RFC 6763 §6.7: first
@@ -171,11 +169,14 @@ def txt_record(queue: A.Queue, *, tls: bool, admin_url: str) -> dict[str, str]:
         "PaperMax": _paper_max(x for x, _ in A.MEDIA.values()),
         "kind": KIND,
     }
-    if "image/urf" in txt["pdl"].split(","):
-        # Bonjour Printing Specification: URF is required with image/urf in pdl.
+    if "image/urf" in txt["pdl"].split(",") and urf:
+        # Bonjour Printing Specification: URF is required with image/urf in pdl; its
+        # values are the queue's urf-supported.
         txt["URF"] = _join_whole("URF", urf)
     if tls:
         txt["TLS"] = TLS_VERSION
+    if auth:  # Bonjour Printing Specification: clients ask for credentials up front
+        txt["air"] = "username,password"
     out: dict[str, str] = {}
     for key, value in txt.items():
         room = TXT_MAX - len(key) - 1
@@ -315,10 +316,12 @@ class Advertiser:
         tls: bool,
         admin_url: str | None = None,
         host: str | None = None,
+        auth: bool = False,
     ) -> None:
         self.queues = list(queues)
         self.port = port
         self.tls = tls
+        self.auth = auth
         self.host = host
         self.service_type = IPPS if tls else IPP
         label = host_label()
@@ -419,7 +422,7 @@ class Advertiser:
             self.service_type,
             f"{self.names[queue.name]}.{self.service_type}",
             port=self.port,
-            properties=txt_record(queue, tls=self.tls, admin_url=self.admin_url),
+            properties=txt_record(queue, tls=self.tls, admin_url=self.admin_url, auth=self.auth),
             server=self.server,
             parsed_addresses=addresses,
         )

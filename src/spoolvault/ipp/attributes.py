@@ -40,6 +40,14 @@ DOCUMENT_FORMATS = (
     "image/urf",
     "text/plain",
 )
+# The raster capabilities offered with image/urf and image/pwg-raster: 300 and 600 dpi,
+# 24-bit sRGB and 8-bit grey, the back side of a duplex sheet as is (what
+# printer-resolution-supported and print-color-mode-supported say). urf-supported:
+# version 1.4, copies, normal duplex back side, draft/normal/high quality (Apple's URF
+# keywords, as CUPS and pappl send them); DNS-SD's URF key repeats them.
+URF_SUPPORTED = ("V1.4", "CP1", "DM1", "PQ3-4-5", "RS300-600", "SRGB24", "W8")
+PWG_RASTER_RESOLUTIONS = (300, 600)
+PWG_RASTER_TYPES = ("sgray_8", "srgb_8")
 OPERATIONS = (
     Operation.PRINT_JOB,
     Operation.VALIDATE_JOB,
@@ -201,6 +209,13 @@ def printer_attributes(
     _add(g, "generated-natural-language-supported", T.NATURAL_LANGUAGE, ["en"])
     _add(g, "document-format-default", T.MIME_MEDIA_TYPE, [queue.default_format])
     _add(g, "document-format-supported", T.MIME_MEDIA_TYPE, queue.formats)
+    if "image/urf" in queue.formats:  # AirPrint: urf-supported goes with image/urf
+        _add(g, "urf-supported", T.KEYWORD, URF_SUPPORTED)
+    if "image/pwg-raster" in queue.formats:  # PWG 5100.14 §5.4: with image/pwg-raster
+        dpi = [Resolution(r, r, 3) for r in PWG_RASTER_RESOLUTIONS]
+        _add(g, "pwg-raster-document-resolution-supported", T.RESOLUTION, dpi)
+        _add(g, "pwg-raster-document-sheet-back", T.KEYWORD, ["normal"])
+        _add(g, "pwg-raster-document-type-supported", T.KEYWORD, PWG_RASTER_TYPES)
     _add(g, "compression-supported", T.KEYWORD, ["none"])
     _add(g, "pdl-override-supported", T.KEYWORD, ["attempted"])
     _add(g, "multiple-document-jobs-supported", T.BOOLEAN, [False])

@@ -40,6 +40,7 @@ from spoolvault.servers.provider import ProviderIdentity, ProviderLink
 from spoolvault.servers.registry import register_app, touch_app
 from spoolvault.servers.remote import RemoteRelease
 from spoolvault.servers.signing import AppKey
+from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
 from spoolvault.web.hold import hold_routes
 
 APP_TOUCH_SECONDS = 60.0  # keeps this application server's key in heartbeat answers
@@ -243,8 +244,17 @@ def create_app(
                 from spoolvault.discovery.dnssd import Advertiser
 
                 http = sockets.address("http")
+                try:  # the TXT key air (read once: a change shows at the next start)
+                    auth = bool((await in_thread(jobs.settings))[IPP_AUTHENTICATION_REQUIRED])
+                except Exception as exc:
+                    log.warning("DNS-SD: settings unreadable (%s): advertised without air", exc)
+                    auth = False
                 advertiser = Advertiser(
-                    queues=list(ipp.queues.values()), port=http.port, tls=tls, host=http.host
+                    queues=list(ipp.queues.values()),
+                    port=http.port,
+                    tls=tls,
+                    host=http.host,
+                    auth=auth,
                 )
                 await advertiser.start()
             yield
