@@ -21,7 +21,7 @@ import ipptool
 from conftest import Server, mounted_tmpfs, start_server
 from spoolvault.config import DataDir
 from spoolvault.db import Database, Job, JobState, database_url
-from spoolvault.ipp.codec import AttributeGroup, IppMessage, decode, encode
+from spoolvault.ipp.codec import AttributeGroup, IppMessage, StringWithLanguage, decode, encode
 from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag
 from spoolvault.jobs.service import check_pin
 from spoolvault.spool.keys import KeyFileProvider
@@ -183,6 +183,96 @@ def test_jobs_stay_held_whatever_the_client_says(shared_server: Server) -> None:
     assert job.state is JobState.HELD and job.owner == "alice" and job.title == "quarterly.pdf"
 
 
+def test_names_with_a_language_name_the_owner_and_the_title(shared_server: Server) -> None:
+    """RFC 8011 §5.1.3: a 'name' may come as nameWithLanguage; its text is the name (it
+    was ignored, and the job went to "anonymous", whom anybody could claim to be)."""
+    req = IppMessage((2, 0), Operation.PRINT_JOB, 1, [])
+    req.operation.add("attributes-charset", ValueTag.CHARSET, "utf-8")
+    req.operation.add("attributes-natural-language", ValueTag.NATURAL_LANGUAGE, "en")
+    req.operation.add("printer-uri", ValueTag.URI, queue_uri(shared_server))
+    lara = StringWithLanguage("de", "lara")
+    req.operation.add("requesting-user-name", ValueTag.NAME_WITH_LANGUAGE, lara)
+    title = StringWithLanguage("de", "Bericht.pdf")
+    req.operation.add("job-name", ValueTag.NAME_WITH_LANGUAGE, title)
+    _, resp = ipp_request(shared_server, req, b"%PDF-1.4\n")
+    assert resp is not None and resp.code == Status.SUCCESSFUL_OK, resp
+    job_id = job_group(resp).get("job-id")
+    assert job_id is not None
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
+    assert (job.owner, job.title) == ("lara", "Bericht.pdf")
+
+
+def test_send_document_closing_the_job_empty_and_compression(shared_server: Server) -> None:
+    """RFC 8011 §4.3.2: an empty last Send-Document closes a job; compression is checked
+    as for Print-Job (only none)."""
+
+    def send(job_id: object, last: bool, body: bytes, compression: str | None = None) -> int:
+        req = new_request(Operation.SEND_DOCUMENT, shared_server)
+        req.operation.add("job-id", ValueTag.INTEGER, job_id)
+        req.operation.add("last-document", ValueTag.BOOLEAN, last)
+        if compression is not None:
+            req.operation.add("compression", ValueTag.KEYWORD, compression)
+        _, resp = ipp_request(shared_server, req, body)
+        assert resp is not None
+        return resp.code
+
+    _, created = ipp_request(shared_server, new_request(Operation.CREATE_JOB, shared_server))
+    assert created is not None and created.code == Status.SUCCESSFUL_OK
+    job_id = job_group(created).get("job-id")
+    assert job_id is not None
+    assert send(job_id.value, False, b"x", "gzip") == Status.CLIENT_ERROR_COMPRESSION_NOT_SUPPORTED
+    assert send(job_id.value, False, b"%PDF-1.4\n") == Status.SUCCESSFUL_OK
+    assert send(job_id.value, True, b"") == Status.SUCCESSFUL_OK
+    assert (
+        send(job_id.value, True, b"more")
+        == Status.SERVER_ERROR_MULTIPLE_DOCUMENT_JOBS_NOT_SUPPORTED
+    )
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
+    assert (job.state, job.size) == (JobState.HELD, len(b"%PDF-1.4\n"))
+
+
+def test_an_unsupported_hold_value_is_ignored_unless_fidelity_is_asked(
+    shared_server: Server,
+) -> None:
+    """RFC 8011 §4.1.7: without ipp-attribute-fidelity, a value we do not support is
+    ignored and returned in the unsupported group; with it, the job is refused."""
+    for fidelity, status in (
+        (False, Status.SUCCESSFUL_OK_IGNORED_OR_SUBSTITUTED_ATTRIBUTES),
+        (True, Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED),
+    ):
+        req = new_request(Operation.PRINT_JOB, shared_server)
+        req.operation.add("ipp-attribute-fidelity", ValueTag.BOOLEAN, fidelity)
+        req.add_group(GroupTag.JOB).add("job-hold-until", ValueTag.KEYWORD, "next-tuesday")
+        _, resp = ipp_request(shared_server, req, b"%PDF-1.4\n")
+        assert resp is not None and resp.code == status
+        unsupported = resp.group(GroupTag.UNSUPPORTED)
+        assert unsupported is not None and unsupported.get("job-hold-until") is not None
+
+
+@pytest.mark.skipif(shutil.which("cancel") is None, reason="needs cups-client")
+def test_cups_lp_with_a_hold_time_and_cups_cancel(shared_server: Server, tmp_path: Path) -> None:
+    """lp -H HH:MM (a client hold at a time of day: held for release all the same) and
+    CUPS's cancel, which POSTs to "/jobs/" (a redirect made it loop for ever)."""
+    host = urlsplit(shared_server.url).netloc
+    doc = tmp_path / "memo.txt"
+    doc.write_text("memo\n")
+    res = subprocess.run(
+        ["lp", "-h", host, "-d", "secure", "-U", "frank", "-H", "23:00", str(doc)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    job_id = int(res.stdout.split("request id is secure-", 1)[1].split()[0])
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id)
+    assert (job.owner, job.state, job.client_hold) == ("frank", JobState.HELD, "23:00")
+    res = subprocess.run(
+        ["cancel", "-h", host, "-U", "frank", f"secure-{job_id}"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id)
+    assert job.state is JobState.CANCELLED
+
+
 def test_another_user_cannot_cancel_or_release(shared_server: Server) -> None:
     _, resp = ipp_request(
         shared_server, new_request(Operation.PRINT_JOB, shared_server), b"%PDF-1.4\n"
@@ -282,7 +372,6 @@ def test_unknown_queue_and_wrong_content_type(shared_server: Server) -> None:
 # -- CUPS lp, and what reaches the disk ---------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("lp") is None, reason="needs cups-client")
 def test_each_installation_has_its_own_printer_uuid(shared_server: Server, tmp_path: Path) -> None:
     """printer-uuid (and so DNS-SD's UUID) comes from the data directory's instance-id: two
     servers' `secure` queues differ, and one server keeps its own across restarts."""
@@ -309,6 +398,7 @@ def test_each_installation_has_its_own_printer_uuid(shared_server: Server, tmp_p
     assert str(uuids[0]).startswith("urn:uuid:")
 
 
+@pytest.mark.skipif(shutil.which("lp") is None, reason="needs cups-client")
 def test_cups_lp_job_is_accepted_held_and_encrypted(tmp_path: Path) -> None:
     srv = start_server(tmp_path / "data")
     try:

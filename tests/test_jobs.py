@@ -20,6 +20,7 @@ from db_faults import LostCommit, Unreachable, connection_lost
 from spoolvault.audit import Action, AuditLog, list_events
 from spoolvault.db import CommitUnknown, Job, JobState
 from spoolvault.errors import SpoolWriteError
+from spoolvault.jobs import service as service_module
 from spoolvault.jobs.service import JobService, Submission
 from spoolvault.runtime import Runtime
 from spoolvault.settings import HIDDEN_TITLE
@@ -424,3 +425,37 @@ def test_a_document_whose_attach_commit_is_lost_is_judged_by_what_landed(
             asyncio.run(jobs.add_document(job.id, sub, _chunks(document)))
         assert jobs.get(job.id).state is JobState.INCOMING
         assert len(spool_files(rt)) == 1  # kept: no job names it, the next start removes it
+
+
+def test_a_document_still_arriving_keeps_its_job_from_the_stale_sweep(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """multiple-operation-time-out is the wait between operations (RFC 8011 §5.4.31): the
+    sweep aborts a Create-Job job nobody sent a document for, never one whose Send-Document
+    is still arriving, however long the upload takes."""
+    clock = Clock()
+    jobs = JobService(rt.db, rt.store, clock=clock)
+    monkeypatch.setattr(service_module, "INCOMING_KEEPALIVE", 0.0)  # alive at every chunk
+    timeout = timedelta(seconds=120)
+    forgotten = jobs.create(Submission(owner="alice", queue="secure")).id
+    uploading = jobs.create(Submission(owner="alice", queue="secure")).id
+    clock.now += timedelta(seconds=100)
+    swept: list[int] = []
+
+    async def slow_upload() -> AsyncIterator[bytes]:
+        for part in (b"first part, ", b"second part, ", b"last part"):
+            yield part
+            clock.now += timedelta(seconds=100)
+            swept.append(jobs.abort_stale_incoming(timeout))
+
+    async def send() -> Job:
+        return await jobs.add_document(
+            uploading, Submission(owner="alice", queue="secure"), slow_upload()
+        )
+
+    job = anyio.run(send)
+    assert swept == [1, 0, 0]  # the forgotten job only, at the first sweep
+    assert job.state is JobState.HELD and job.size > 0
+    assert jobs.get(forgotten).state is JobState.ABORTED
+    clock.now += timedelta(seconds=121)
+    assert jobs.abort_stale_incoming(timeout) == 0  # held now: nothing left to sweep

@@ -18,6 +18,7 @@ import binascii
 import functools
 import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from spoolvault.ipp.codec import (
     IppParseError,
     Limits,
     Parser,
+    StringWithLanguage,
     encode,
 )
 from spoolvault.ipp.constants import GroupTag, Operation, PrinterState, Status, ValueTag
@@ -64,6 +66,17 @@ T = ValueTag
 
 SUPPORTED_VERSIONS = {(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)}
 DEFAULT_QUEUE = "secure"
+# A time of day in job-hold-until, as CUPS's lp -H sends it.
+_HOLD_TIME = re.compile(r"([01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?")
+
+
+def _text(value: object) -> str | None:
+    """The string of a name or text value, with or without language (RFC 8011 §5.1.2-3)."""
+    if isinstance(value, StringWithLanguage):
+        return value.text
+    return value if isinstance(value, str) else None
+
+
 ANONYMOUS = "anonymous"
 AUTH_CACHE_SECONDS = 60.0
 FORMATS_TTL = 300.0  # seconds a printer's document-format-supported is trusted
@@ -106,8 +119,9 @@ class Context:
         if self.user:
             return self.user
         attr = self.op.get("requesting-user-name")
-        if attr is not None and isinstance(attr.value, str) and attr.value.strip():
-            return attr.value.strip()[:255]
+        name = _text(attr.value) if attr is not None else None
+        if name and name.strip():
+            return name.strip()[:255]
         return ANONYMOUS
 
     def printer_uri(self, queue: str) -> str:
@@ -125,6 +139,17 @@ def _response(
 ) -> IppMessage:
     resp = IppMessage.response(ctx.msg, status, message)
     return resp
+
+
+def _check_compression(op: AttributeGroup) -> None:
+    """compression-supported is only none (RFC 8011 §4.2.1.1, §4.3.1)."""
+    compression = op.get("compression")
+    if compression is not None and compression.value != "none":
+        raise IppError(
+            Status.CLIENT_ERROR_COMPRESSION_NOT_SUPPORTED,
+            f"compression {compression.value} is not supported",
+            [compression],
+        )
 
 
 def _accepted(ctx: Context) -> IppMessage:
@@ -483,13 +508,7 @@ class IppServer:
                 f"document-format {document_format} is not supported",
                 [Attribute("document-format", [fmt.values[0]])] if fmt else [],
             )
-        compression = op.get("compression")
-        if compression is not None and compression.value != "none":
-            raise IppError(
-                Status.CLIENT_ERROR_COMPRESSION_NOT_SUPPORTED,
-                f"compression {compression.value} is not supported",
-                [compression],
-            )
+        _check_compression(op)
         name = op.get("job-name")
         job_group = ctx.msg.group(GroupTag.JOB)
         template: list[Attribute] = []
@@ -498,7 +517,7 @@ class IppServer:
         strict = fidelity is not None and fidelity.value is True
         for attr in job_group.attributes if job_group else []:
             if attr.name == "job-hold-until":
-                hold = self._hold_value(attr)
+                hold = self._client_hold(ctx, attr, hold)
                 continue
             if attr.name not in A.JOB_TEMPLATE or not self._template_ok(attr):
                 ctx.unsupported.append(attr)
@@ -506,7 +525,7 @@ class IppServer:
             template.append(attr)
         op_hold = op.get("job-hold-until")
         if op_hold is not None:
-            hold = self._hold_value(op_hold)
+            hold = self._client_hold(ctx, op_hold, hold)
         if strict and ctx.unsupported:
             raise IppError(
                 Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED,
@@ -533,7 +552,7 @@ class IppServer:
                 ) from None
         impressions = job_group.get("job-impressions") if job_group else None
         host = ctx.request.client.host if ctx.request.client else None
-        title = str(name.value)[:255] if name is not None and isinstance(name.value, str) else ""
+        title = (_text(name.value) or "")[:255] if name is not None else ""
         return Submission(
             owner=ctx.requesting_user(),
             queue=ctx.queue.name,
@@ -548,19 +567,31 @@ class IppServer:
 
     @staticmethod
     def _hold_value(attr: Attribute) -> str | None:
+        """The client's own hold: a job-hold-until keyword, or a time of day as CUPS takes
+        it (name "HH:MM" or "HH:MM:SS", UTC). On a hold queue it only adds to the hold."""
         if attr.tag not in (T.KEYWORD, T.NAME) or not isinstance(attr.value, str):
             raise IppError(
                 Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED,
                 "job-hold-until must be a keyword",
                 [attr],
             )
-        if attr.value not in A.JOB_HOLD_UNTIL:
+        if attr.value not in A.JOB_HOLD_UNTIL and not _HOLD_TIME.fullmatch(attr.value):
             raise IppError(
                 Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED,
                 f"job-hold-until {attr.value} is not supported",
                 [attr],
             )
         return None if attr.value == "no-hold" else attr.value
+
+    def _client_hold(self, ctx: Context, attr: Attribute, hold: str | None) -> str | None:
+        """job-hold-until of a new job: a value we do not support is ignored and reported
+        (successful-ok-ignored-or-substituted-attributes), or refused with
+        ipp-attribute-fidelity (RFC 8011 §4.1.7), as any other job template attribute."""
+        try:
+            return self._hold_value(attr)
+        except IppError:
+            ctx.unsupported.append(attr)
+            return hold
 
     @staticmethod
     def _template_ok(attr: Attribute) -> bool:
@@ -618,10 +649,14 @@ async def send_document(srv: IppServer, ctx: Context) -> IppMessage:
         raise IppError(Status.CLIENT_ERROR_BAD_REQUEST, "last-document is required")
     if job.state is not DbState.INCOMING:
         if job.spool_name is not None and job.state not in FINISHED_STATES:
+            # RFC 8011 §4.3.2: a client may close its job with an empty last Send-Document.
+            if last.value is True and await anext(ctx.document, None) is None:
+                return srv._job_created_response(ctx, job)
             raise IppError(
                 Status.SERVER_ERROR_MULTIPLE_DOCUMENT_JOBS_NOT_SUPPORTED, "a job holds one document"
             )
         raise IppError(Status.CLIENT_ERROR_NOT_POSSIBLE, f"job {job.id} is {job.state.value}")
+    _check_compression(ctx.op)
     fmt = ctx.op.get("document-format")
     document_format = str(fmt.value) if fmt is not None else job.document_format
     if document_format not in (ctx.queue.formats if ctx.queue else A.DOCUMENT_FORMATS):

@@ -59,6 +59,9 @@ from spoolvault.util.batch import BatchWorker, Waiter, settle, settled
 from spoolvault.util.fs import fsync_dir
 
 log = logging.getLogger(__name__)
+# How often a Send-Document upload still arriving marks its job as alive (seconds; well
+# under multiple-operation-time-out).
+INCOMING_KEEPALIVE = 30.0
 T = TypeVar("T")
 
 # Hand the writer about this much at a time: big enough that thread hops cost nothing next
@@ -618,8 +621,30 @@ class JobService:
         job = await anyio.to_thread.run_sync(self.get, job_id)
         if job.state is not JobState.INCOMING:
             raise JobNotPossible(f"job {job_id} already has its document or is finished")
-        writer, rest, pages = await self._receive(chunks)
+        await in_thread(self._touch_incoming, job_id)
+        writer, rest, pages = await self._receive(self._keeping_alive(job_id, chunks))
         return await self._commit(_Intake(sub, pages, job_id=job_id), writer, rest)
+
+    async def _keeping_alive(
+        self, job_id: int, chunks: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        """The chunks of a Send-Document, the job touched every INCOMING_KEEPALIVE seconds:
+        multiple-operation-time-out is the wait between operations (RFC 8011 §5.4.31), so
+        an upload still arriving is never aborted as stale (``abort_stale_incoming``)."""
+        touched = time.monotonic()
+        async for chunk in chunks:
+            if time.monotonic() - touched >= INCOMING_KEEPALIVE:
+                await in_thread(self._touch_incoming, job_id)
+                touched = time.monotonic()
+            yield chunk
+
+    def _touch_incoming(self, job_id: int) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.INCOMING.value)
+                .values(updated_at=self.clock())
+            )
 
     def _attach(self, intake: _Intake) -> Job:
         job_id, sub, spool_file, pages = intake.job_id, intake.sub, intake.spool_file, intake.pages
@@ -868,12 +893,14 @@ class JobService:
         return count
 
     def abort_stale_incoming(self, older_than: timedelta) -> int:
-        """Abort Create-Job jobs whose document never came (multiple-operation-time-out)."""
+        """Abort Create-Job jobs whose document never came: no operation on them (Create-Job,
+        the start of a Send-Document, or its upload, see ``_keeping_alive``) for
+        ``older_than`` (multiple-operation-time-out)."""
         cutoff = self.clock() - older_than
         with self.db.session() as s:
             result = s.execute(
                 update(Job)
-                .where(Job.state == JobState.INCOMING.value, Job.created_at < cutoff)
+                .where(Job.state == JobState.INCOMING.value, Job.updated_at < cutoff)
                 .values(
                     state=JobState.ABORTED,
                     state_reason="no document received in time",

@@ -303,8 +303,9 @@ def create_app(
     return IppFront(app, ipp) if intake else app
 
 
-# The paths the IPP routes above take POSTs on.
-_IPP_PATHS = re.compile(r"/|/ipp/print|/printers/[^/]+|/jobs(?:/[^/]+)?")
+# The paths the IPP routes above take POSTs on, with or without a trailing slash: CUPS's
+# cancel POSTs to "/jobs/", and a redirect (Starlette's answer) makes it loop for ever.
+_IPP_PATHS = re.compile(r"/|(?:/ipp/print|/printers/[^/]+|/jobs(?:/[^/]+)?)/?")
 
 
 class IppFront:
