@@ -38,7 +38,7 @@ from spoolvault.db import (
     database_url,
     mask_url,
 )
-from spoolvault.db.database import _brief
+from spoolvault.db.database import brief_error
 from spoolvault.errors import ClientError, ConfigError
 from spoolvault.settings import SettingsConflict
 
@@ -680,8 +680,8 @@ def test_database_errors_are_logged_without_their_statement_and_parameters() -> 
     users' owners and titles); logs get the driver's first line only."""
     secret = {"title": "Q3 layoffs.pdf", "owner": "ceo"}
     error = OperationalError("INSERT INTO jobs ...", secret, Exception("deadlock\nDETAIL: x"))
-    assert _brief(error) == "Exception: deadlock"
-    assert _brief(OperationalError("COMMIT", {}, Exception("  \n "))) == "Exception: "
+    assert brief_error(error) == "Exception: deadlock"
+    assert brief_error(OperationalError("COMMIT", {}, Exception("  \n "))) == "Exception: "
 
 
 def test_a_job_whose_commits_keep_failing_is_unknown_not_retried_forever(

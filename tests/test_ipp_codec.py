@@ -342,13 +342,17 @@ def test_response_builder() -> None:
         + b"\x03"
     )
     resp = IppMessage.response(request, Status.CLIENT_ERROR_NOT_FOUND, "no such printer")
+    # The message is English, so the response says en, not the fr-ca asked for.
     assert encode(resp) == (
         b"\x01\x01\x04\x06\x00\x00\x00\x63\x01"
         + item(T.CHARSET, "attributes-charset", "utf-8")
-        + item(T.NATURAL_LANGUAGE, "attributes-natural-language", "fr-ca")
+        + item(T.NATURAL_LANGUAGE, "attributes-natural-language", "en")
         + item(T.TEXT, "status-message", "no such printer")
         + b"\x03"
     )
+    request.operation.set("attributes-natural-language", T.NATURAL_LANGUAGE, "en-GB")
+    british = IppMessage.response(request, Status.SUCCESSFUL_OK)
+    assert british.operation.get("attributes-natural-language").value == "en-GB"  # type: ignore[union-attr]
     bare = IppMessage.response(IppMessage((2, 0), 2, 5), Status.SUCCESSFUL_OK)
     assert [(a.name, a.value) for a in bare.operation] == [
         ("attributes-charset", "utf-8"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import shutil
 import stat
@@ -200,6 +201,14 @@ def test_names_with_a_language_name_the_owner_and_the_title(shared_server: Serve
     assert job_id is not None
     job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
     assert (job.owner, job.title) == ("lara", "Bericht.pdf")
+    # job-name is a Job Description attribute (RFC 8011 §5.3.5), not a Job Template one.
+    for group, has_name in (("job-description", True), ("job-template", False)):
+        req = new_request(Operation.GET_JOB_ATTRIBUTES, shared_server, user="lara")
+        req.operation.add("job-id", ValueTag.INTEGER, job_id.value)
+        req.operation.add("requested-attributes", ValueTag.KEYWORD, group)
+        _, resp = ipp_request(shared_server, req)
+        assert resp is not None and resp.code == Status.SUCCESSFUL_OK
+        assert (job_group(resp).get("job-name") is not None) is has_name, group
 
 
 def test_send_document_closing_the_job_empty_and_compression(shared_server: Server) -> None:
@@ -264,6 +273,15 @@ def test_cups_lp_with_a_hold_time_and_cups_cancel(shared_server: Server, tmp_pat
     job_id = int(res.stdout.split("request id is secure-", 1)[1].split()[0])
     job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id)
     assert (job.owner, job.state, job.client_hold) == ("frank", JobState.HELD, "23:00")
+    # -H immediate: job-hold-until no-hold and job-priority 100 (job-settable-attributes).
+    res = subprocess.run(
+        ["lp", "-h", host, "-U", "frank", "-i", f"secure-{job_id}", "-H", "immediate"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id)
+    assert (job.state, job.client_hold) == (JobState.HELD, None)  # still waits for release
+    assert ["job-priority", [[ValueTag.INTEGER, 100]]] in json.loads(job.attributes)
     res = subprocess.run(
         ["cancel", "-h", host, "-U", "frank", f"secure-{job_id}"],
         capture_output=True, text=True, timeout=30,
@@ -271,6 +289,36 @@ def test_cups_lp_with_a_hold_time_and_cups_cancel(shared_server: Server, tmp_pat
     assert res.returncode == 0, res.stderr
     job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id)
     assert job.state is JobState.CANCELLED
+
+
+def test_get_jobs_by_job_ids_and_by_pages(shared_server: Server) -> None:
+    """job-ids (PWG 5100.11) returns only the jobs named; first-index (PWG 5100.13) pages
+    through the list instead of repeating its first page."""
+    ids = []
+    for _ in range(3):
+        req = new_request(Operation.PRINT_JOB, shared_server, user="paula")
+        _, resp = ipp_request(shared_server, req, b"%PDF-1.4\n")
+        assert resp is not None
+        job_id = job_group(resp).get("job-id")
+        assert job_id is not None
+        ids.append(job_id.value)
+
+    def listed(**ops: object) -> list[object]:
+        req = new_request(Operation.GET_JOBS, shared_server, user="paula")
+        req.operation.add("my-jobs", ValueTag.BOOLEAN, True)
+        for name, value in ops.items():
+            values = value if isinstance(value, list) else [value]
+            req.operation.add(name.replace("_", "-"), ValueTag.INTEGER, *values)
+        req.operation.add("requested-attributes", ValueTag.KEYWORD, "job-id")
+        _, resp = ipp_request(shared_server, req)
+        assert resp is not None and resp.code == Status.SUCCESSFUL_OK, resp
+        return [g.get("job-id").value for g in resp.groups_of(GroupTag.JOB)]  # type: ignore[union-attr]
+
+    assert listed() == ids
+    assert listed(job_ids=[ids[2], ids[0]]) == [ids[0], ids[2]]
+    assert listed(limit=2) == ids[:2]
+    assert listed(limit=2, first_index=3) == ids[2:]
+    assert listed(first_index=4) == []
 
 
 def test_another_user_cannot_cancel_or_release(shared_server: Server) -> None:
@@ -323,6 +371,18 @@ def test_pin_is_stored_only_as_a_hash(shared_server: Server) -> None:
     job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
     assert job.pin_hash is not None and "4711" not in job.pin_hash
     assert check_pin(job.pin_hash, "4711") and not check_pin(job.pin_hash, "4712")
+    reasons = job_group(resp).get("job-state-reasons")
+    assert reasons is not None and "job-password-wait" in reasons.python_values
+    # Shorter than job-password-length-supported (4): refused, and never echoed back.
+    for pin, encryption in ((b"12", "none"), (b"short digest", "sha2-256")):
+        req = new_request(Operation.PRINT_JOB, shared_server)
+        req.operation.add("job-password", ValueTag.OCTET_STRING, pin)
+        req.operation.add("job-password-encryption", ValueTag.KEYWORD, encryption)
+        _, resp = ipp_request(shared_server, req, b"%PDF-1.4\n")
+        assert (
+            resp is not None and resp.code == Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED
+        )
+        assert pin not in encode(resp)
 
 
 # -- clear errors for bad input ----------------------------------------------------------

@@ -13,6 +13,7 @@ from spoolvault.db.database import (
     UnknownServer,
     UserExists,
     alembic_config,
+    brief_error,
 )
 from spoolvault.db.models import (
     FILE_STATES,
@@ -62,6 +63,7 @@ __all__ = [
     "UserExists",
     "UserSource",
     "alembic_config",
+    "brief_error",
     "database_url",
     "mask_url",
     "normalize_url",

@@ -246,11 +246,11 @@ class _GroupInsert:
         rows; the others are inserted again, once: a job whose second attempt fails in any
         way (a duplicate or a timeout on the unique index while the first COMMIT lands late)
         comes back here, and if still not found its outcome is unknown."""
-        log.warning("job records: not confirmed (%s); checking which landed", _brief(exc))
+        log.warning("job records: not confirmed (%s); checking which landed", brief_error(exc))
         try:
             rest = self._not_landed(batch)
         except Exception as check:
-            log.error("job records: cannot check which landed (%s)", _brief(check))
+            log.error("job records: cannot check which landed (%s)", brief_error(check))
             for e in batch:
                 e.error = CommitUnknown(_COMMIT_UNKNOWN)
             return
@@ -307,7 +307,7 @@ _COMMIT_UNKNOWN = (
 )
 
 
-def _brief(exc: BaseException) -> str:
+def brief_error(exc: BaseException) -> str:
     """An exception without SQLAlchemy's statement and parameters (other users' job data):
     its driver error's type and first line."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc

@@ -85,6 +85,10 @@ JOB_HOLD_UNTIL = (
     "third-shift",
 )
 MULTIPLE_OPERATION_TIME_OUT = 120  # seconds between Create-Job and its Send-Document
+# What Set-Job-Attributes may change (job-settable-attributes-supported, RFC 3380 §4.2).
+JOB_SETTABLE = ("job-hold-until", "job-priority")
+JOB_PASSWORD_ENCRYPTIONS = ("none", "sha2-256")
+JOB_PASSWORD_MIN = 4
 JOB_PASSWORD_MAX = 255
 MAX_COPIES = 999
 
@@ -222,6 +226,7 @@ def printer_attributes(
     _add(g, "multiple-operation-time-out", T.INTEGER, [MULTIPLE_OPERATION_TIME_OUT])
     _add(g, "multiple-operation-time-out-action", T.KEYWORD, ["abort-job"])
     _add(g, "job-ids-supported", T.BOOLEAN, [True])
+    _add(g, "job-settable-attributes-supported", T.KEYWORD, JOB_SETTABLE)
     _add(
         g,
         "which-jobs-supported",
@@ -242,8 +247,13 @@ def printer_attributes(
     _add(g, "pages-per-minute-color", T.INTEGER, [60])
     _add(g, "job-k-octets-supported", T.RANGE_OF_INTEGER, [Range(0, 2**31 - 1)])
     _add(g, "job-password-supported", T.INTEGER, [JOB_PASSWORD_MAX])
-    _add(g, "job-password-encryption-supported", T.KEYWORD, ["none", "sha2-256"])
-    _add(g, "job-password-length-supported", T.RANGE_OF_INTEGER, [Range(4, JOB_PASSWORD_MAX)])
+    _add(g, "job-password-encryption-supported", T.KEYWORD, JOB_PASSWORD_ENCRYPTIONS)
+    _add(
+        g,
+        "job-password-length-supported",
+        T.RANGE_OF_INTEGER,
+        [Range(JOB_PASSWORD_MIN, JOB_PASSWORD_MAX)],
+    )
     _add(g, "job-creation-attributes-supported", T.KEYWORD, sorted(JOB_TEMPLATE))
     # Job template: defaults and supported values (RFC 8011 §5.2, PWG 5100.12 §6.2).
     _add(g, "copies-default", T.INTEGER, [1])
@@ -385,6 +395,8 @@ _STATE_MAP: dict[DbState, tuple[JobState, list[str]]] = {
 
 def ipp_state(job: Job) -> tuple[JobState, list[str]]:
     state, reasons = _STATE_MAP[job.state]
+    if job.pin_hash is not None and state == JobState.PENDING_HELD:
+        return state, [*reasons, "job-password-wait"]  # PWG 5100.11: its PIN releases it
     return state, list(reasons)
 
 
@@ -459,6 +471,11 @@ def job_attributes(job: Job, *, job_uri: str, printer_uri: str, now: datetime) -
 JOB_DESCRIPTION_DEFAULT = ["job-uri", "job-id"]  # RFC 8011 §4.2.6: Get-Jobs default
 
 
+# requested-attributes "job-template": JOB_TEMPLATE but job-name, a Job Description
+# attribute (RFC 8011 §5.3.5) that clients may send with a new job.
+_TEMPLATE_GROUP = JOB_TEMPLATE - {"job-name"}
+
+
 def select_job(
     group: AttributeGroup, requested: list[str] | None, default: list[str]
 ) -> AttributeGroup:
@@ -469,8 +486,8 @@ def select_job(
         a
         for a in group.attributes
         if a.name in wanted
-        or ("job-template" in wanted and a.name in JOB_TEMPLATE)
-        or ("job-description" in wanted and a.name not in JOB_TEMPLATE)
+        or ("job-template" in wanted and a.name in _TEMPLATE_GROUP)
+        or ("job-description" in wanted and a.name not in _TEMPLATE_GROUP)
     ]
     return AttributeGroup(group.tag, keep)
 

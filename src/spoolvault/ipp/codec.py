@@ -215,7 +215,10 @@ class IppMessage:
     @classmethod
     def response(cls, request: IppMessage, status: int, message: str | None = None) -> IppMessage:
         """A response to `request`: its version and request-id, and the RFC 8011 §4.1.4
-        operation attributes (charset and natural language first, then status-message)."""
+        operation attributes (charset and natural language first, then status-message).
+
+        Messages are in English: the requested natural language is echoed only if it is
+        English (en, en-gb, ...), else the response says en (RFC 8011 §4.1.4.2)."""
         language = "en"
         op = request.group(GroupTag.OPERATION)
         requested = op.get("attributes-natural-language") if op is not None else None
@@ -224,7 +227,7 @@ class IppMessage:
             and requested.values
             and requested.tag == ValueTag.NATURAL_LANGUAGE
             and isinstance(requested.value, str)
-            and requested.value
+            and requested.value.lower().partition("-")[0] == "en"
         ):
             language = requested.value
         response = cls(request.version, status, request.request_id)

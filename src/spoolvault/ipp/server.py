@@ -542,13 +542,22 @@ class IppServer:
                 raise IppError(Status.CLIENT_ERROR_REQUEST_VALUE_TOO_LONG, "job-password too long")
             enc = op.get("job-password-encryption")
             encryption = str(enc.value) if enc is not None else "none"
+            if encryption == "none" and len(raw) < A.JOB_PASSWORD_MIN:
+                # job-password-length-supported; the PIN itself is never echoed back.
+                raise IppError(
+                    Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED,
+                    f"job-password must be {A.JOB_PASSWORD_MIN} to {A.JOB_PASSWORD_MAX} octets",
+                )
             try:
                 pin_hash = hash_pin(pin_digest(raw, encryption))
             except ClientError as exc:
+                # An unknown encryption is named; a bad digest is job-password's fault, and
+                # a password is never echoed back.
+                known = encryption in A.JOB_PASSWORD_ENCRYPTIONS
                 raise IppError(
                     Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED,
                     str(exc),
-                    [enc] if enc is not None else [],
+                    [enc] if enc is not None and not known else [],
                 ) from None
         impressions = job_group.get("job-impressions") if job_group else None
         host = ctx.request.client.host if ctx.request.client else None
@@ -758,6 +767,20 @@ _WHICH: dict[str, list[DbState] | None] = {
 }
 
 
+def _positive(op: AttributeGroup, name: str) -> int | None:
+    """An optional integer(1:MAX) operation attribute."""
+    attr = op.get(name)
+    if attr is None:
+        return None
+    if attr.tag != T.INTEGER or not isinstance(attr.value, int) or attr.value < 1:
+        raise IppError(
+            Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED,
+            f"{name} must be a positive integer",
+            [attr],
+        )
+    return attr.value
+
+
 async def get_jobs(srv: IppServer, ctx: Context) -> IppMessage:
     op = ctx.op
     which_attr = op.get("which-jobs")
@@ -770,21 +793,22 @@ async def get_jobs(srv: IppServer, ctx: Context) -> IppMessage:
         )
     my_jobs = op.get("my-jobs")
     owner = ctx.requesting_user() if my_jobs is not None and my_jobs.value is True else None
-    limit_attr = op.get("limit")
-    limit = None
-    if limit_attr is not None:
-        if not isinstance(limit_attr.value, int) or limit_attr.value < 1:
-            raise IppError(
-                Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED,
-                "limit must be a positive integer",
-                [limit_attr],
-            )
-        limit = limit_attr.value
-    states = _WHICH[which]
+    limit = _positive(op, "limit")
+    first = _positive(op, "first-index")  # PWG 5100.13: paging, 1 is the first job
+    ids_attr = op.get("job-ids")
+    # PWG 5100.11 §4.1: only the jobs named, whatever their state.
+    ids = [v for v in ids_attr.python_values if isinstance(v, int)] if ids_attr else None
+    states = None if ids is not None else _WHICH[which]
     queue = ctx.queue.name if ctx.queue else None
     jobs = await anyio.to_thread.run_sync(
         lambda: srv.jobs.list(
-            queue=queue, owner=owner, states=states, limit=limit, newest_first=which == "completed"
+            queue=queue,
+            owner=owner,
+            states=states,
+            limit=limit,
+            newest_first=which == "completed",
+            ids=ids,
+            offset=(first or 1) - 1,
         )
     )
     requested = _requested(ctx)
@@ -849,15 +873,27 @@ async def set_job_attributes(srv: IppServer, ctx: Context) -> IppMessage:
     group = ctx.msg.group(GroupTag.JOB)
     if group is None or not group.attributes:
         raise IppError(Status.CLIENT_ERROR_BAD_REQUEST, "no job attributes to set")
-    others = [a for a in group.attributes if a.name != "job-hold-until"]
+    others = [a for a in group.attributes if a.name not in A.JOB_SETTABLE]
     if others:
         raise IppError(
             Status.CLIENT_ERROR_ATTRIBUTES_NOT_SETTABLE,
-            "only job-hold-until can be changed",
+            f"only {' and '.join(A.JOB_SETTABLE)} can be changed",
             others,
         )
-    hold = srv._hold_value(group.attributes[0])
-    await anyio.to_thread.run_sync(srv.jobs.set_client_hold, job.id, hold)
+    # RFC 3380 §3.2: all or nothing, so every value is checked before anything changes.
+    hold_attr = group.get("job-hold-until")
+    hold = srv._hold_value(hold_attr) if hold_attr is not None else None
+    template = [a for a in group.attributes if a.name != "job-hold-until"]
+    bad = [a for a in template if not srv._template_ok(a)]
+    if bad:
+        raise IppError(
+            Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED, "unsupported values", bad
+        )
+    if hold_attr is not None:
+        await anyio.to_thread.run_sync(srv.jobs.set_client_hold, job.id, hold)
+    if template:  # lp -i ID -H immediate also sets job-priority
+        entries = A.attributes_to_json(template)
+        await anyio.to_thread.run_sync(srv.jobs.set_client_attributes, job.id, entries)
     return _response(ctx)
 
 

@@ -41,7 +41,7 @@ from sqlalchemy import ColumnElement, func, or_, select, true, update
 
 from spoolvault.archive import Archive
 from spoolvault.audit import SYSTEM, Action, AuditEntry, AuditLog, Outcome, QueuedAudit
-from spoolvault.db import CommitUnknown, Database, Job, JobState, Printer
+from spoolvault.db import CommitUnknown, Database, Job, JobState, Printer, brief_error
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ClientError, SpoolError, SpoolWriteError
 from spoolvault.jobs.pages import PageCounter
@@ -639,12 +639,17 @@ class JobService:
             yield chunk
 
     def _touch_incoming(self, job_id: int) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == JobState.INCOMING.value)
-                .values(updated_at=self.clock())
-            )
+        """Mark a job's Send-Document as under way (never raises: if the database cannot
+        take it, the job's time-out counts from its last mark, and the attach tells)."""
+        try:
+            with self.db.session() as s:
+                s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.INCOMING.value)
+                    .values(updated_at=self.clock())
+                )
+        except Exception as exc:
+            log.warning("job %d: cannot mark its document arriving: %s", job_id, brief_error(exc))
 
     def _attach(self, intake: _Intake) -> Job:
         job_id, sub, spool_file, pages = intake.job_id, intake.sub, intake.spool_file, intake.pages
@@ -687,8 +692,12 @@ class JobService:
         states: Iterable[JobState] | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        ids: Iterable[int] | None = None,
+        offset: int = 0,
     ) -> list[Job]:
         query = select(Job)
+        if ids is not None:
+            query = query.where(Job.id.in_(list(ids)))
         if queue is not None:
             query = query.where(Job.queue == queue)
         if owner is not None:
@@ -696,6 +705,8 @@ class JobService:
         if states is not None:
             query = query.where(Job.state.in_([s.value for s in states]))
         query = query.order_by(Job.id.desc() if newest_first else Job.id)
+        if offset:
+            query = query.offset(offset)
         if limit is not None:
             query = query.limit(limit)
         with self.db.session(write=False) as s:
@@ -719,6 +730,22 @@ class JobService:
             if job.state in FINISHED_STATES or job.state is JobState.RELEASING:
                 raise JobNotPossible(f"job {job_id} is {job.state.value}; it cannot be held")
             job.client_hold = hold
+            job.updated_at = self.clock()
+        return job
+
+    def set_client_attributes(self, job_id: int, entries: Iterable[Any]) -> Job:
+        """Replace job template attributes of a job that has not printed (IPP
+        Set-Job-Attributes; ``entries`` as ``attributes_to_json`` makes them)."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            if job.state in FINISHED_STATES or job.state is JobState.RELEASING:
+                raise JobNotPossible(f"job {job_id} is {job.state.value}; it cannot be changed")
+            new = list(entries)
+            names = {name for name, _ in new}
+            kept = [e for e in json.loads(job.attributes or "[]") if e[0] not in names]
+            job.attributes = json.dumps(kept + new)
             job.updated_at = self.clock()
         return job
 
