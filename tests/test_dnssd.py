@@ -78,7 +78,7 @@ def _check_txt(txt: dict[str, str], queue: A.Queue, *, tls: bool) -> None:
 
     assert txt["txtvers"] == "1"
     assert txt["qtotal"] == "1"
-    assert txt["rp"] == f"printers/{queue.name}"
+    assert txt["rp"] == ("ipp/print" if queue.name == "secure" else f"ipp/print/{queue.name}")
     assert txt["ty"] == values("printer-make-and-model")[0]
     assert txt["product"] == "(spoolvault)"
     assert txt["note"] == values("printer-location")[0] == "Room 101"
@@ -655,7 +655,7 @@ def test_wildcard_host_is_found_from_another_host(
                 "name": f"{instance}._ipp._tcp.local.",
                 "port": PORT,
                 "addresses": addresses,
-                "rp": f"printers/{queue}",
+                "rp": f"ipp/print/{queue}",
             }
             assert advertiser.stdin is not None
             advertiser.stdin.write(b"\n")  # close(): goodbye packets

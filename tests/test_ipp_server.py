@@ -416,6 +416,21 @@ def test_malformed_requests_get_an_ipp_error_and_the_server_lives(
     assert ok is not None and ok.code == Status.SUCCESSFUL_OK
 
 
+def test_a_queue_answers_at_its_ipp_everywhere_path_too(shared_server: Server) -> None:
+    """DNS-SD's rp is ipp/print/<queue> (and ipp/print for secure): clients that build the
+    printer-uri from it reach the same queue, with or without a trailing slash."""
+    base = queue_uri(shared_server).rsplit("/printers/", 1)[0]
+    for path in ("/ipp/print/secure", "/ipp/print/secure/", "/ipp/print"):
+        req = new_request(Operation.GET_PRINTER_ATTRIBUTES, shared_server)
+        req.operation.set("printer-uri", ValueTag.URI, base + path)
+        req.operation.add("requested-attributes", ValueTag.KEYWORD, "printer-name")
+        _, resp = ipp_request(shared_server, req, path=path)
+        assert resp is not None and resp.code == Status.SUCCESSFUL_OK, path
+        group = resp.group(GroupTag.PRINTER)
+        name = group.get("printer-name") if group is not None else None
+        assert name is not None and name.value == "secure", path
+
+
 def test_unknown_queue_and_wrong_content_type(shared_server: Server) -> None:
     req = new_request(Operation.GET_PRINTER_ATTRIBUTES, shared_server)
     req.operation.set("printer-uri", ValueTag.URI, queue_uri(shared_server, "nope"))

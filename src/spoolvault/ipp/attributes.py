@@ -29,6 +29,7 @@ from spoolvault.ipp.constants import GroupTag, JobState, Operation, PrinterState
 
 T = ValueTag
 
+DEFAULT_QUEUE = "secure"  # the Find-Me queue, also at /ipp/print
 DOCUMENT_FORMATS = (
     "application/octet-stream",
     "application/pdf",

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 T = ValueTag
 
 SUPPORTED_VERSIONS = {(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)}
-DEFAULT_QUEUE = "secure"
+DEFAULT_QUEUE = A.DEFAULT_QUEUE
 # A time of day in job-hold-until, as CUPS's lp -H sends it.
 _HOLD_TIME = re.compile(r"([01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?")
 
@@ -370,6 +370,8 @@ class IppServer:
             name = DEFAULT_QUEUE
         elif path.startswith("/printers/"):
             name = path.removeprefix("/printers/")
+        elif path.startswith("/ipp/print/"):  # IPP Everywhere's form (DNS-SD rp)
+            name = path.removeprefix("/ipp/print/")
         else:
             raise IppError(Status.CLIENT_ERROR_NOT_FOUND, f"no printer at {uri.value}")
         queue = self.queues.get(name)

@@ -287,6 +287,7 @@ def create_app(
             Route("/", ipp_post, methods=["POST"]),
             *hold_routes(jobs, card_key),
             Route("/ipp/print", ipp_post, methods=["POST"]),
+            Route("/ipp/print/{queue}", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", ipp_post, methods=["POST"]),
             Route("/printers/{queue}", queue_page, methods=["GET"]),
             Route("/jobs", ipp_post, methods=["POST"]),
@@ -305,7 +306,7 @@ def create_app(
 
 # The paths the IPP routes above take POSTs on, with or without a trailing slash: CUPS's
 # cancel POSTs to "/jobs/", and a redirect (Starlette's answer) makes it loop for ever.
-_IPP_PATHS = re.compile(r"/|(?:/ipp/print|/printers/[^/]+|/jobs(?:/[^/]+)?)/?")
+_IPP_PATHS = re.compile(r"/|(?:/ipp/print(?:/[^/]+)?|/printers/[^/]+|/jobs(?:/[^/]+)?)/?")
 
 
 class IppFront:
