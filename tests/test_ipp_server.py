@@ -238,6 +238,18 @@ def test_send_document_closing_the_job_empty_and_compression(shared_server: Serv
     )
     job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
     assert (job.state, job.size) == (JobState.HELD, len(b"%PDF-1.4\n"))
+    # A job that never got a document: an empty last Send-Document closes it as Close-Job
+    # does (aborted), not into a held job of 0 bytes; an empty non-last one changes nothing.
+    _, created = ipp_request(shared_server, new_request(Operation.CREATE_JOB, shared_server))
+    assert created is not None
+    empty_id = job_group(created).get("job-id")
+    assert empty_id is not None
+    assert send(empty_id.value, False, b"") == Status.SUCCESSFUL_OK
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == empty_id.value)
+    assert job.state is JobState.INCOMING
+    assert send(empty_id.value, True, b"") == Status.SUCCESSFUL_OK
+    job = next(j for j in jobs_in(shared_server.data_dir) if j.id == empty_id.value)
+    assert (job.state, job.spool_name) == (JobState.ABORTED, None)
 
 
 def test_an_unsupported_hold_value_is_ignored_unless_fidelity_is_asked(
@@ -273,6 +285,12 @@ def test_cups_lp_with_a_hold_time_and_cups_cancel(shared_server: Server, tmp_pat
     job_id = int(res.stdout.split("request id is secure-", 1)[1].split()[0])
     job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id)
     assert (job.owner, job.state, job.client_hold) == ("frank", JobState.HELD, "23:00")
+    req = new_request(Operation.GET_JOB_ATTRIBUTES, shared_server, user="frank")
+    req.operation.add("job-id", ValueTag.INTEGER, job_id)
+    _, resp = ipp_request(shared_server, req)
+    assert resp is not None
+    hold = job_group(resp).get("job-hold-until")
+    assert hold is not None and (hold.tag, hold.value) == (ValueTag.NAME, "23:00")  # not a keyword
     # -H immediate: job-hold-until no-hold and job-priority 100 (job-settable-attributes).
     res = subprocess.run(
         ["lp", "-h", host, "-U", "frank", "-i", f"secure-{job_id}", "-H", "immediate"],

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipptool import minimal_pdf, minimal_ps
-from spoolvault.jobs.pages import HEAD_LIMIT, PageCounter
+from spoolvault.jobs import pages
+from spoolvault.jobs.pages import HEAD_LIMIT, HEAD_STEP, PageCounter
 
 UEL = b"\x1b%-12345X"
 
@@ -46,6 +47,27 @@ def pages_node(count: int, first_kid: int = 3) -> bytes:
 
 
 PAGE = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Annots [] >>"
+
+
+def tree_pdf(leaves: int, per_node: int) -> bytes:
+    """A PDF whose root has nested dictionaries (its /Count out of a scan's reach) above
+    inner /Pages nodes whose /Count a scan reads: only the pages can be counted."""
+    nodes = leaves // per_node
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>"]
+    kids = " ".join(f"{3 + i} 0 R" for i in range(nodes))
+    resources = "/Resources << /ProcSet [/PDF] >>"
+    objs.append(f"<< /Type /Pages {resources} /Kids [{kids}] /Count {leaves} >>".encode())
+    first_page = 3 + nodes
+    for n in range(nodes):
+        refs = " ".join(f"{first_page + n * per_node + i} 0 R" for i in range(per_node))
+        objs.append(f"<< /Type /Pages /Parent 2 0 R /Kids [{refs}] /Count {per_node} >>".encode())
+    objs += [PAGE] * leaves
+    out = bytearray(b"%PDF-1.4\n")
+    for number, body in enumerate(objs, start=1):
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    return bytes(out + b"trailer\n<< /Root 1 0 R >>\n%%EOF\n")
+
+
 FIVE = minimal_pdf(5)
 THIRTY = minimal_pdf(30)
 
@@ -85,12 +107,16 @@ EPS = (
         (update(without_count(THIRTY), {1: b"<< /Type /Catalog /Pages 2 0 R >>"}), 30),
         # Pages that may sit in a compressed object stream are not counted.
         (without_count(FIVE).replace(b"%PDF-1.4\n", b"%PDF-1.5\n% /Type /ObjStm\n"), None),
+        (tree_pdf(100, 10), 100),  # not 10, an inner node's /Count
         (minimal_ps(7), 7),
         (ps(4, "%%Pages: (atend)", trailer="%%Pages: 4"), 4),
         (ps(4, "%%Pages: (atend)", trailer="%%Pages: 4", embedded=EPS), 4),
         (ps(3, "%%Pages: 3", embedded=EPS), 3),
         (ps(6, "%%Creator: x", embedded=EPS), 6),  # the %%Page: comments, not the EPS's
         (ps(2, "%%Pages: (atend)"), 2),  # no trailer: the %%Page: comments
+        # An embedded document that never ends hides the rest: unknown, not 1.
+        (ps(3, "%%Pages: (atend)", "%%Pages: 3", "%%BeginDocument: x.eps\n%%Page: 1 1\n"), None),
+        (ps(3, "%%Pages: 3", embedded="%%BeginDocument: x.eps\n"), 3),  # the header says
         # A PJL job header first, short or longer than the old 1 KiB look.
         (UEL + b"@PJL ENTER LANGUAGE=PDF\r\n" + FIVE, 5),
         (
@@ -101,6 +127,7 @@ EPS = (
             9,
         ),
         (UEL + b"@PJL ENTER LANGUAGE=PCL\r\n\x1bE" + b"x" * 2000, None),
+        (UEL + b"@PJL SET USERNAME=alice\r\n" + FIVE, 5),  # PJL lines, no ENTER, then PDF
         (b"\x1bE PCL text", None),
         (b"plain text\n" * 500, None),
     ],
@@ -115,7 +142,13 @@ def test_ghostscript_agrees_where_the_scan_answers(tmp_path: Path) -> None:
     if shutil.which("gs") is None:
         pytest.skip("Ghostscript not installed")
     pdf = tmp_path / "doc.pdf"
-    for document in (FIVE, update(FIVE, {2: pages_node(6), 8: PAGE}), update(FIVE, {3: PAGE})):
+    documents = (
+        FIVE,
+        update(FIVE, {2: pages_node(6), 8: PAGE}),
+        update(FIVE, {3: PAGE}),
+        tree_pdf(100, 10),
+    )
+    for document in documents:
         pdf.write_bytes(document)
         out = subprocess.run(
             ["gs", "-q", "-dNODISPLAY", "-dNOSAFER", "-dBATCH", "-c",
@@ -132,6 +165,26 @@ def test_a_pjl_header_that_never_ends_is_not_held_past_the_head_limit() -> None:
     assert len(counter._head) == 0 and len(counter._tail) == 0  # decided: "other"
     assert counter.result() is None
     assert HEAD_LIMIT < 100 * 4096
+
+
+def test_a_head_trickled_a_byte_at_a_time_is_looked_at_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each look scans the whole head: looking at every byte of a trickled 64 KiB head
+    would cost the square of its length (a client could burn the server's CPU so)."""
+    looks = []
+    real = pages._kind
+
+    def counting(head: bytes | bytearray, final: bool) -> str | None:
+        looks.append(len(head))
+        return real(head, final)
+
+    monkeypatch.setattr(pages, "_kind", counting)
+    counter = PageCounter()
+    for byte in UEL + b"@PJL SET X=" + b"y" * HEAD_LIMIT:
+        counter.feed(bytes([byte]))
+    assert counter.result() is None
+    assert len(looks) <= HEAD_LIMIT // HEAD_STEP + 2
 
 
 @settings(max_examples=200, deadline=None)

@@ -370,7 +370,7 @@ def instance_id(root: Path, *, create: bool) -> uuid.UUID:
             if create_exclusive(path, f"{uuid.uuid4()}\n".encode(), mode=0o644):
                 log.info("created the instance id %s", path)
         except OSError as exc:
-            raise ConfigError(f"cannot create {path}: {exc.strerror}") from exc
+            raise ConfigError(f"cannot create {path}: {exc.strerror or exc}") from exc
     try:
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:

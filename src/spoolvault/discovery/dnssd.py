@@ -130,12 +130,6 @@ def _paper_max(widths: Iterable[int]) -> str:
     return ">isoC-A2"
 
 
-def resource_path(queue: str) -> str:
-    """The TXT key rp: IPP Everywhere's form, which the IPP server also takes (PWG
-    5100.14 §4.2.2; its self-certification wants ipp/print or ipp/print/NAME)."""
-    return "ipp/print" if queue == A.DEFAULT_QUEUE else f"ipp/print/{queue}"
-
-
 def txt_record(queue: A.Queue, *, tls: bool, admin_url: str, auth: bool = False) -> dict[str, str]:
     """The TXT keys of one queue (PWG 5100.14 §4.2), from its printer attributes; ``auth``:
     printing needs a user name and password (ipp_authentication_required)."""
@@ -162,7 +156,7 @@ def txt_record(queue: A.Queue, *, tls: bool, admin_url: str, auth: bool = False)
     txt = {
         "txtvers": "1",  # RFC 6763 §6.7: first
         "qtotal": "1",
-        "rp": resource_path(queue.name),
+        "rp": A.resource_path(queue.name),
         "ty": str((values("printer-make-and-model") or ["spoolvault"])[0]),
         "adminurl": admin_url,
         "note": str((values("printer-location") or [""])[0]),

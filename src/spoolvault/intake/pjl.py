@@ -61,7 +61,7 @@ SCAN_LIMIT = 64 * 1024
 # A PJL line longer than this is not PJL (PJL lines are short); stop scanning.
 MAX_LINE = 4096
 # Bytes that may come before the first UEL: NUL padding, a PostScript ^D, blank lines.
-_LEADING_JUNK = b"\x00\x04 \t\r\n"
+LEADING_JUNK = b"\x00\x04 \t\r\n"
 
 _OWNER_KEYS = ("JOBACCT1", "USERNAME", "JOB-USERNAME", "@LUNA", "@OWNR", "COMMENT-USERNAME")
 _TITLE_KEYS = ("JOB-NAME", "JOBNAME", "COMMENT-APPFILENAME", "FILENAME")
@@ -155,7 +155,7 @@ class PjlScanner:
 
     def _process(self) -> None:
         if not self._started:
-            rest = bytes(self._buf).lstrip(_LEADING_JUNK)
+            rest = bytes(self._buf).lstrip(LEADING_JUNK)
             if rest.startswith(UEL) or rest[:4].upper() == b"@PJL":
                 self._started = True
                 self._buf = bytearray(rest)

@@ -141,6 +141,13 @@ class Queue:
         return self.uuid or f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'spoolvault:' + self.name)}"
 
 
+def resource_path(queue: str) -> str:
+    """The queue's path in IPP Everywhere's form, without the leading slash: DNS-SD's rp
+    (PWG 5100.14 §4.2.2; its self-certification wants ipp/print or ipp/print/NAME). The
+    server takes it as well as printers/<queue>."""
+    return "ipp/print" if queue == DEFAULT_QUEUE else f"ipp/print/{queue}"
+
+
 def queue_uuid(instance: uuid.UUID, name: str) -> str:
     """The printer-uuid of queue ``name`` of the installation ``instance`` (DataDir)."""
     return f"urn:uuid:{uuid.uuid5(instance, 'queue:' + name)}"
@@ -214,9 +221,12 @@ def printer_attributes(
     _add(g, "generated-natural-language-supported", T.NATURAL_LANGUAGE, ["en"])
     _add(g, "document-format-default", T.MIME_MEDIA_TYPE, [queue.default_format])
     _add(g, "document-format-supported", T.MIME_MEDIA_TYPE, queue.formats)
-    if "image/urf" in queue.formats:  # AirPrint: urf-supported goes with image/urf
+    # The raster spoolvault's own queues take (a printer's queue offers what its printer
+    # says it takes, whose raster capabilities are the printer's, not these).
+    own = queue.formats == DOCUMENT_FORMATS
+    if own and "image/urf" in queue.formats:  # AirPrint: urf-supported goes with image/urf
         _add(g, "urf-supported", T.KEYWORD, URF_SUPPORTED)
-    if "image/pwg-raster" in queue.formats:  # PWG 5100.14 §5.4: with image/pwg-raster
+    if own and "image/pwg-raster" in queue.formats:  # PWG 5100.14 §5.4
         dpi = [Resolution(r, r, 3) for r in PWG_RASTER_RESOLUTIONS]
         _add(g, "pwg-raster-document-resolution-supported", T.RESOLUTION, dpi)
         _add(g, "pwg-raster-document-sheet-back", T.KEYWORD, ["normal"])
@@ -442,7 +452,9 @@ def job_attributes(job: Job, *, job_uri: str, printer_uri: str, now: datetime) -
     _add(g, "job-originating-user-name", T.NAME, [job.owner])
     _add_state(g, job)
     _add(g, "job-k-octets", T.INTEGER, [(job.size + 1023) // 1024])
-    _add(g, "job-hold-until", T.KEYWORD, [job.client_hold or "no-hold"])
+    hold = job.client_hold or "no-hold"
+    # A time of day ("23:00") is a name: a keyword cannot hold ":" (RFC 8011 §5.1.4).
+    _add(g, "job-hold-until", T.KEYWORD if hold in JOB_HOLD_UNTIL else T.NAME, [hold])
     _add(g, "job-printer-up-time", T.INTEGER, [_epoch_seconds(now)])
     _add(g, "time-at-creation", T.INTEGER, [_epoch_seconds(created)])
     _add(g, "time-at-processing", T.NO_VALUE, [None])

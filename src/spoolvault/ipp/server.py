@@ -48,6 +48,7 @@ from spoolvault.ipp.constants import GroupTag, Operation, PrinterState, Status, 
 from spoolvault.jobs.release import PrinterBlocked, ReleaseFailed, ReleaseRefused, ReleaseService
 from spoolvault.jobs.service import (
     FINISHED_STATES,
+    KEEP,
     JobNotFound,
     JobNotPossible,
     JobService,
@@ -675,11 +676,22 @@ async def send_document(srv: IppServer, ctx: Context) -> IppMessage:
             Status.CLIENT_ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED,
             f"document-format {document_format} is not supported",
         )
+    first = await anext(ctx.document, None)
+    if first is None:  # no document data
+        if last.value is True:  # the client closes a job it never sent a document for
+            return await close_job(srv, ctx)
+        return srv._job_created_response(ctx, job)  # still waiting for its document
     sub = Submission(owner=job.owner, queue=job.queue, document_format=document_format)
-    job = await srv.jobs.add_document(job.id, sub, ctx.document)
+    job = await srv.jobs.add_document(job.id, sub, _chained(first, ctx.document))
     if ctx.queue is not None and ctx.queue.mode == "direct":
         srv.release_direct(job)
     return srv._job_created_response(ctx, job)
+
+
+async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 async def close_job(srv: IppServer, ctx: Context) -> IppMessage:
@@ -837,6 +849,8 @@ async def get_printer_attributes(srv: IppServer, ctx: Context) -> IppMessage:
     )
     group = A.printer_attributes(
         queue,
+        # One URI only: CUPS's lp joins several with commas into one URI and gets a 404
+        # (tried with /ipp/print/<queue>, DNS-SD's rp, as a second value).
         uris=[(uri, "tls" if secure else "none", auth)],
         state=PrinterState.IDLE,
         queued=queued,
@@ -891,11 +905,16 @@ async def set_job_attributes(srv: IppServer, ctx: Context) -> IppMessage:
         raise IppError(
             Status.CLIENT_ERROR_ATTRIBUTES_OR_VALUES_NOT_SUPPORTED, "unsupported values", bad
         )
-    if hold_attr is not None:
-        await anyio.to_thread.run_sync(srv.jobs.set_client_hold, job.id, hold)
-    if template:  # lp -i ID -H immediate also sets job-priority
-        entries = A.attributes_to_json(template)
-        await anyio.to_thread.run_sync(srv.jobs.set_client_attributes, job.id, entries)
+    # lp -i ID -H immediate sets job-priority along with job-hold-until.
+    entries = A.attributes_to_json(template)
+    await in_thread(
+        functools.partial(
+            srv.jobs.set_client_attributes,
+            job.id,
+            entries,
+            hold=hold if hold_attr is not None else KEEP,
+        )
+    )
     return _response(ctx)
 
 

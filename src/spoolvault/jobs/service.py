@@ -165,6 +165,13 @@ def check_pin(pin_hash: str, pin: str) -> bool:
         return False
 
 
+class _Keep:
+    """The type of KEEP: leave a value as it is."""
+
+
+KEEP = _Keep()
+
+
 class JobService:
     """Intake and lifecycle of jobs, over the spool store and the database."""
 
@@ -733,9 +740,12 @@ class JobService:
             job.updated_at = self.clock()
         return job
 
-    def set_client_attributes(self, job_id: int, entries: Iterable[Any]) -> Job:
-        """Replace job template attributes of a job that has not printed (IPP
-        Set-Job-Attributes; ``entries`` as ``attributes_to_json`` makes them)."""
+    def set_client_attributes(
+        self, job_id: int, entries: Iterable[Any], *, hold: str | _Keep | None = KEEP
+    ) -> Job:
+        """IPP Set-Job-Attributes, all or nothing (RFC 3380): replace job template
+        attributes (``entries`` as ``attributes_to_json`` makes them) and, unless ``hold`` is
+        KEEP, the client's own hold, of a job that has not printed."""
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
@@ -743,9 +753,12 @@ class JobService:
             if job.state in FINISHED_STATES or job.state is JobState.RELEASING:
                 raise JobNotPossible(f"job {job_id} is {job.state.value}; it cannot be changed")
             new = list(entries)
-            names = {name for name, _ in new}
-            kept = [e for e in json.loads(job.attributes or "[]") if e[0] not in names]
-            job.attributes = json.dumps(kept + new)
+            if new:
+                names = {name for name, _ in new}
+                kept = [e for e in json.loads(job.attributes or "[]") if e[0] not in names]
+                job.attributes = json.dumps(kept + new)
+            if not isinstance(hold, _Keep):
+                job.client_hold = hold
             job.updated_at = self.clock()
         return job
 

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,23 +48,26 @@ def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
     """Write a new file durably, unless it exists: True if this call made it.
 
     Of processes creating it at once, exactly one wins (the link fails if the name
-    exists), and the others keep the winner's file.
+    exists), and the others keep the winner's file. The temporary file has a random name
+    of its own (processes in different containers may share a pid) and never stays.
     """
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
         os.fchmod(fd, mode)
         write_all(fd, data)
         os.fsync(fd)
-    finally:
         os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
+        fd = -1
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
     finally:
+        if fd >= 0:
+            os.close(fd)
         tmp.unlink(missing_ok=True)
-        fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 
