@@ -730,15 +730,7 @@ class JobService:
 
     def set_client_hold(self, job_id: int, hold: str | None) -> Job:
         """Record the client's own job-hold-until; the job stays held for release either way."""
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise JobNotFound(f"job {job_id} does not exist")
-            if job.state in FINISHED_STATES or job.state is JobState.RELEASING:
-                raise JobNotPossible(f"job {job_id} is {job.state.value}; it cannot be held")
-            job.client_hold = hold
-            job.updated_at = self.clock()
-        return job
+        return self.set_client_attributes(job_id, (), hold=hold)
 
     def set_client_attributes(
         self, job_id: int, entries: Iterable[Any], *, hold: str | _Keep | None = KEEP
