@@ -461,3 +461,27 @@ def test_a_document_still_arriving_keeps_its_job_from_the_stale_sweep(
     assert jobs.get(forgotten).state is JobState.ABORTED
     clock.now += timedelta(seconds=121)
     assert jobs.abort_stale_incoming(timeout) == 0  # held now: nothing left to sweep
+
+
+def test_a_send_document_right_after_its_create_job_costs_no_extra_write(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark that a document is arriving is a database write: a Send-Document soon after
+    its Create-Job (within INCOMING_KEEPALIVE) skips it; a later one makes it."""
+    clock = Clock()
+    jobs = JobService(rt.db, rt.store, clock=clock)
+    marks: list[int] = []
+    real = jobs._touch_incoming
+
+    def mark(job_id: int) -> None:
+        marks.append(job_id)
+        real(job_id)
+
+    monkeypatch.setattr(jobs, "_touch_incoming", mark)
+    sub = Submission(owner="alice", queue="secure")
+    soon, late = jobs.create(sub).id, jobs.create(sub).id
+    anyio.run(jobs.add_document, soon, sub, _chunks(b"%PDF-1.4 soon"))
+    clock.now += timedelta(seconds=service_module.INCOMING_KEEPALIVE + 1)
+    anyio.run(jobs.add_document, late, sub, _chunks(b"%PDF-1.4 late"))
+    assert marks == [late]
+    assert jobs.get(soon).state is jobs.get(late).state is JobState.HELD

@@ -628,7 +628,11 @@ class JobService:
         job = await anyio.to_thread.run_sync(self.get, job_id)
         if job.state is not JobState.INCOMING:
             raise JobNotPossible(f"job {job_id} already has its document or is finished")
-        await in_thread(self._touch_incoming, job_id)
+        # The time-out counts from this operation. A Send-Document right after its
+        # Create-Job (CUPS, macOS) needs no mark: its job is younger than the keep-alive
+        # interval, so its marks while the data arrives come in time.
+        if self.clock() - job.updated_at >= timedelta(seconds=INCOMING_KEEPALIVE):
+            await in_thread(self._touch_incoming, job_id)
         writer, rest, pages = await self._receive(self._keeping_alive(job_id, chunks))
         return await self._commit(_Intake(sub, pages, job_id=job_id), writer, rest)
 
