@@ -63,6 +63,7 @@ import socket
 import unicodedata
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio.to_thread
 
@@ -609,18 +610,16 @@ class _Session:
                 users.append(op)
         return users, ids
 
-    async def _claims_refused(self) -> bool:
-        """Whether an LPD user name may not act on jobs: IPP authentication is required, so
-        a job's owner may be a proven identity, and LPD's user name is only a claim."""
-        settings = await anyio.to_thread.run_sync(self.jobs.settings)
-        return bool(settings[IPP_AUTHENTICATION_REQUIRED])
+    async def _settings(self) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(self.jobs.settings)
 
     async def _queue_state(self, cmd: Command, *, long: bool) -> str:
         if not self._known(cmd.queue):
             return f"spoolvault: no queue named {clean_text(cmd.queue)}\n"
         users, ids = self._split(cmd.operands)
         header = f"{self.queue}: jobs are held until their owner releases them at a printer\n"
-        refused = bool(users) and await self._claims_refused()
+        settings = await self._settings()
+        refused = bool(users) and _claims_refused(settings)
         if refused or not users:
             count = await anyio.to_thread.run_sync(
                 functools.partial(self.jobs.count, queue=self.queue, states=HELD_STATES)
@@ -635,7 +634,6 @@ class _Session:
                 f"{header}{count} held job(s); name a user to list theirs "
                 f"(lpq -P {self.queue} USER)\n"
             )
-        settings = await anyio.to_thread.run_sync(self.jobs.settings)
         hide = bool(settings[HIDE_DOCUMENT_NAMES])
         found: list[Job] = []
         for user in users:
@@ -671,7 +669,7 @@ class _Session:
     async def _remove(self, cmd: Command) -> str:
         if not self._known(cmd.queue):
             return f"spoolvault: no queue named {clean_text(cmd.queue)}\n"
-        if await self._claims_refused():
+        if _claims_refused(await self._settings()):
             return (
                 "spoolvault: removing jobs over LPD is off, as printing over IPP needs "
                 "authentication here (an LPD user name is only a claim): cancel them at a "
@@ -717,6 +715,12 @@ class _Session:
             return f"job {job_id}: not removed: {exc}\n"
         log.info("LPD: job %d removed by %s from %s", job_id, agent, self.peer)
         return f"job {job_id} removed\n"
+
+
+def _claims_refused(settings: dict[str, Any]) -> bool:
+    """Whether an LPD user name may not act on jobs: IPP authentication is required, so a
+    job's owner may be a proven identity, and LPD's user name is only a claim."""
+    return bool(settings[IPP_AUTHENTICATION_REQUIRED])
 
 
 def _ordinal(n: int) -> str:

@@ -733,6 +733,11 @@ async def cancel_job(srv: IppServer, ctx: Context) -> IppMessage:
     return _response(ctx)
 
 
+def _job_ids(attr: Attribute) -> list[int]:
+    """The integers of a job-ids operation attribute (PWG 5100.11)."""
+    return [v.value for v in attr.values if isinstance(v.value, int)]
+
+
 async def cancel_my_jobs(srv: IppServer, ctx: Context) -> IppMessage:
     assert ctx.queue is not None
     user = ctx.requesting_user()
@@ -744,7 +749,7 @@ async def cancel_my_jobs(srv: IppServer, ctx: Context) -> IppMessage:
         )
     )
     if ids_attr is not None:
-        wanted = {v.value for v in ids_attr.values if isinstance(v.value, int)}
+        wanted = set(_job_ids(ids_attr))
         found = {j.id for j in jobs}
         missing = wanted - found
         if missing:
@@ -811,7 +816,7 @@ async def get_jobs(srv: IppServer, ctx: Context) -> IppMessage:
     first = _positive(op, "first-index")  # PWG 5100.13: paging, 1 is the first job
     ids_attr = op.get("job-ids")
     # PWG 5100.11 §4.1: only the jobs named, whatever their state.
-    ids = [v for v in ids_attr.python_values if isinstance(v, int)] if ids_attr else None
+    ids = _job_ids(ids_attr) if ids_attr else None
     states = None if ids is not None else _WHICH[which]
     queue = ctx.queue.name if ctx.queue else None
     jobs = await anyio.to_thread.run_sync(

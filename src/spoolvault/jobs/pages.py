@@ -55,7 +55,7 @@ _PS_TOKENS = re.compile(
     rb"[\r\n]%%(?:Pages:[ \t]*(\(atend\)|\d{1,7}[^0-9])|Page:|(BeginDocument)|(EndDocument))"
 )
 _ENTER = re.compile(rb"@PJL[ \t]+ENTER[ \t]+LANGUAGE[ \t]*=[^\r\n]*(?:\r\n|\r|\n)", re.I)
-_PDL_LINE = re.compile(rb"[\r\n](?:\x1b%-12345X)?(%PDF-|%!PS)")
+_PDL_LINE = re.compile(rb"[\r\n](?:" + re.escape(UEL) + rb")?(%PDF-|%!PS)")
 
 
 def _kind(head: bytes | bytearray, final: bool) -> str | None:
