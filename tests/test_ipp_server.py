@@ -339,6 +339,34 @@ def test_get_jobs_by_job_ids_and_by_pages(shared_server: Server) -> None:
     assert listed(first_index=4) == []
 
 
+def test_cancel_my_jobs_by_job_ids_takes_only_the_users_own(shared_server: Server) -> None:
+    ids = {}
+    for user in ("quinn", "quinn", "rita"):
+        req = new_request(Operation.PRINT_JOB, shared_server, user=user)
+        _, resp = ipp_request(shared_server, req, b"%PDF-1.4\n")
+        assert resp is not None
+        job_id = job_group(resp).get("job-id")
+        assert job_id is not None
+        ids.setdefault(user, []).append(job_id.value)
+
+    def cancel_mine(*job_ids: object) -> int:
+        req = new_request(Operation.CANCEL_MY_JOBS, shared_server, user="quinn")
+        req.operation.add("job-ids", ValueTag.INTEGER, *job_ids)
+        _, resp = ipp_request(shared_server, req)
+        assert resp is not None
+        return resp.code
+
+    def state(job_id: object) -> JobState:
+        return next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id).state
+
+    # Someone else's id among them: nothing is cancelled.
+    assert cancel_mine(ids["quinn"][0], ids["rita"][0]) == Status.CLIENT_ERROR_NOT_POSSIBLE
+    assert state(ids["quinn"][0]) is state(ids["rita"][0]) is JobState.HELD
+    assert cancel_mine(ids["quinn"][0]) == Status.SUCCESSFUL_OK
+    assert state(ids["quinn"][0]) is JobState.CANCELLED
+    assert state(ids["quinn"][1]) is state(ids["rita"][0]) is JobState.HELD
+
+
 def test_another_user_cannot_cancel_or_release(shared_server: Server) -> None:
     _, resp = ipp_request(
         shared_server, new_request(Operation.PRINT_JOB, shared_server), b"%PDF-1.4\n"
