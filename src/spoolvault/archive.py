@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from spoolvault.db import Database, Job, JobState
-from spoolvault.errors import ClientError
+from spoolvault.errors import NotFound
 from spoolvault.spool.store import SUFFIX, PlainSpool
 from spoolvault.util.fs import fsync_dir
 
@@ -36,11 +36,11 @@ PREVIEW_TIMEOUT = 30.0  # seconds Ghostscript may take for one first page
 PREVIEW_DPI = 60  # a readable thumbnail of an A4/Letter page: about 500 x 700 pixels
 
 
-class NotArchived(ClientError):
+class NotArchived(NotFound):
     """The job has no archived document (HTTP 404)."""
 
 
-class NoPreview(ClientError):
+class NoPreview(NotFound):
     """No first-page preview can be made for this document (HTTP 404, with the reason)."""
 
 

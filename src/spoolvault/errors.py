@@ -38,7 +38,6 @@ lives in another module is named here with its module.
     │   │   ├── jobs.release.JobPinLocked ....... too many wrong PINs for one job (429)
     │   │   ├── jobs.release.JobPinRequired ..... a PIN job released without its PIN (403)
     │   │   ├── jobs.service.JobTooLarge ........ over the size limit (413, entity-too-large)
-    │   │   ├── jobs.service.NotJobOwner ........ someone else's job (403, not-authorized)
     │   │   ├── identity.csvimport.ImportFailed . a user CSV with bad lines (nothing kept)
     │   │   ├── ipp.codec.IppParseError ......... a malformed IPP request (carries its IPP status)
     │   │   └── intake.lpd.LpdError ............. a malformed LPD command or control file
@@ -97,8 +96,8 @@ class SpoolvaultError(Exception):
 class Refused(SpoolvaultError):
     """The request was not carried out; the message says why. Front ends show it as-is."""
 
-    http_status = 400
-    ipp_status = Status.CLIENT_ERROR_BAD_REQUEST
+    http_status: int = 400
+    ipp_status: int = Status.CLIENT_ERROR_BAD_REQUEST
 
 
 class ClientError(Refused):
@@ -108,50 +107,50 @@ class ClientError(Refused):
 class NotFound(ClientError):
     """No such object, or not one the caller may see."""
 
-    http_status = 404
-    ipp_status = Status.CLIENT_ERROR_NOT_FOUND
+    http_status: int = 404
+    ipp_status: int = Status.CLIENT_ERROR_NOT_FOUND
 
 
 class Conflict(ClientError):
     """Not possible in the object's current state."""
 
-    http_status = 409
-    ipp_status = Status.CLIENT_ERROR_NOT_POSSIBLE
+    http_status: int = 409
+    ipp_status: int = Status.CLIENT_ERROR_NOT_POSSIBLE
 
 
 class Invalid(ClientError):
     """A malformed or out-of-range value."""
 
-    http_status = 422
+    http_status: int = 422
 
 
 class Unavailable(Refused):
     """Something the request needs is down; not the client's fault. Try again later."""
 
-    http_status = 503
-    ipp_status = Status.SERVER_ERROR_SERVICE_UNAVAILABLE
+    http_status: int = 503
+    ipp_status: int = Status.SERVER_ERROR_SERVICE_UNAVAILABLE
 
 
 class TemporaryFailure(SpoolvaultError):
     """The request could not be kept now; the client may send it again."""
 
-    http_status = 503
-    ipp_status = Status.SERVER_ERROR_TEMPORARY_ERROR
+    http_status: int = 503
+    ipp_status: int = Status.SERVER_ERROR_TEMPORARY_ERROR
 
 
 class PrinterFailure(SpoolvaultError):
     """A printer did not take a job."""
 
-    http_status = 502
-    ipp_status = Status.SERVER_ERROR_DEVICE_ERROR
+    http_status: int = 502
+    ipp_status: int = Status.SERVER_ERROR_DEVICE_ERROR
 
 
 class AuthenticationFailed(ClientError):
     """Credentials were refused. One message whatever was wrong: no user enumeration."""
 
     MESSAGE = "authentication failed: unknown user or card, or wrong password or PIN"
-    http_status = 401
-    ipp_status = Status.CLIENT_ERROR_NOT_AUTHENTICATED
+    http_status: int = 401
+    ipp_status: int = Status.CLIENT_ERROR_NOT_AUTHENTICATED
 
     def __init__(self, message: str = MESSAGE) -> None:
         super().__init__(message)
@@ -160,8 +159,8 @@ class AuthenticationFailed(ClientError):
 class LockedOut(ClientError):
     """Too many failed logins for an account or at a station; try again in ``retry_after`` s."""
 
-    http_status = 429
-    ipp_status = Status.CLIENT_ERROR_NOT_AUTHENTICATED
+    http_status: int = 429
+    ipp_status: int = Status.CLIENT_ERROR_NOT_AUTHENTICATED
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
@@ -194,8 +193,8 @@ class SpoolError(SpoolvaultError):
 class SpoolWriteError(SpoolError):
     """Writing a spool file failed (disk full, directory unusable); nothing was kept."""
 
-    http_status = 503
-    ipp_status = Status.SERVER_ERROR_TEMPORARY_ERROR
+    http_status: int = 503
+    ipp_status: int = Status.SERVER_ERROR_TEMPORARY_ERROR
 
 
 class SpoolFileMissing(SpoolError):

@@ -15,18 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from spoolvault.errors import ClientError
+from spoolvault.errors import Conflict, Invalid
 
 log = logging.getLogger(__name__)
 
 SettingType = builtins.type[bool] | builtins.type[int] | builtins.type[str]
 
 
-class InvalidSetting(ClientError):
+class InvalidSetting(Invalid):
     """An unknown setting name or a value of the wrong type or range (HTTP 400/422)."""
 
 
-class SettingsConflict(ClientError):
+class SettingsConflict(Conflict):
     """The change would enable settings that exclude each other (HTTP 409)."""
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from spoolvault.audit import Action, Outcome, describe_refused_settings, describe_settings_change
 from spoolvault.db import Printer
-from spoolvault.errors import ClientError
+from spoolvault.errors import Refused
 from spoolvault.identity import IdentityService, UserInfo
 from spoolvault.jobs.service import JobService
 from spoolvault.printers import registry
@@ -31,7 +31,7 @@ def change_settings(
     try:
         old = db.get_settings(server)
         new = db.update_settings(server, changes)
-    except ClientError as exc:
+    except Refused as exc:
         detail = describe_refused_settings(server, list(changes), str(exc))
         jobs.record_event(actor, Action.SETTINGS_CHANGE, outcome=Outcome.REFUSED, detail=detail)
         raise

@@ -42,7 +42,7 @@ from spoolvault.admin import actions
 from spoolvault.archive import NoPreview, NotArchived, download_name, viewers
 from spoolvault.audit import Action, AuditLog, Event, Outcome, list_events
 from spoolvault.db import Job, JobState, PrinterMode
-from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut, SpoolvaultError
+from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut, Refused, SpoolvaultError
 from spoolvault.identity import IdentityService, UserInfo
 from spoolvault.jobs.release import PrinterBlocked, ReleaseFailed, ReleaseService
 from spoolvault.jobs.service import JobNotFound, JobService, in_thread
@@ -444,7 +444,7 @@ class AdminPages(PageSet):
             return await self._settings_page(
                 session, server, known, current, error=f"Not saved: {exc}", status=409
             )
-        except ClientError as exc:
+        except Refused as exc:
             return await self._settings_page(
                 session, server, known, current, error=f"Not saved: {exc}", status=422
             )
@@ -503,7 +503,7 @@ class AdminPages(PageSet):
             try:
                 fields = _printer_fields(form, adding=True)
                 printer = await in_thread(actions.add_printer, self.jobs, session.user, fields)
-            except ClientError as exc:
+            except Refused as exc:
                 error = f"Not added: {exc}"
             else:
                 session.flash = Notice(
@@ -546,7 +546,7 @@ class AdminPages(PageSet):
                 else:
                     session.flash = Notice("Nothing changed.")
                 return self._redirect(f"/admin/printers/{quote(name)}")
-            except ClientError as exc:
+            except Refused as exc:
                 error = f"Not saved: {exc}"
         [state] = await printer_states(self.release, [printer])
         return await self._show(
@@ -644,7 +644,7 @@ class AdminPages(PageSet):
         reason = f"cancelled by {actor} in the admin web interface"
         try:
             await in_thread(lambda: self.jobs.cancel(job_id, reason=reason, actor=actor))
-        except ClientError as exc:
+        except Refused as exc:
             return Notice(f"Job {job_id} not cancelled: {exc}", ok=False)
         return Notice(f"Job {job_id} cancelled; its spool file is destroyed.")
 
@@ -672,7 +672,7 @@ class AdminPages(PageSet):
                 await in_thread(
                     actions.add_user, self.jobs, self.identity, session.user, username, fields
                 )
-            except ClientError as exc:
+            except Refused as exc:
                 error = f"Not added: {exc}"
             else:
                 session.flash = Notice(f"User {username} added.")
@@ -693,13 +693,13 @@ class AdminPages(PageSet):
         name = request.path_params["name"]
         try:
             info = await in_thread(self.identity.users.info, name)
-        except ClientError:
+        except Refused:
             return self._error(session, 404, "No such user", f"There is no user {name!r}.")
         error = ""
         if form is not None:
             try:
                 notice = await self._change_user(session, info, form)
-            except ClientError as exc:
+            except Refused as exc:
                 error = f"Not saved: {exc}"
             else:
                 session.flash = Notice(notice)

@@ -35,38 +35,24 @@ from spoolvault.audit import (
     Outcome,
     list_events,
 )
-from spoolvault.db import Job, Printer, UserExists
-from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut
+from spoolvault.db import Job, Printer
+from spoolvault.errors import Refused, SpoolvaultError
 from spoolvault.identity import (
-    DeviceExists,
-    DeviceNotFound,
-    IdentityConflict,
     IdentityService,
     InvalidIdentity,
     UserInfo,
-    UserNotFound,
 )
 from spoolvault.identity.sessions import SESSION_SECONDS
 from spoolvault.jobs.release import (
-    JobPinLocked,
-    JobPinRequired,
-    PrinterBlocked,
     ReleaseFailed,
-    ReleaseRefused,
     ReleaseService,
 )
-from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobService, in_thread
 from spoolvault.printers.registry import (
-    InvalidPrinter,
-    PrinterExists,
-    PrinterInUse,
-    PrinterNotFound,
     list_printers,
 )
 from spoolvault.release.access import cancel_for, release_for, visible_jobs
 from spoolvault.servers.registry import (
-    ProviderExists,
-    UnknownProvider,
     authenticate,
     availability,
     heartbeat_answer,
@@ -74,13 +60,10 @@ from spoolvault.servers.registry import (
     servers_overview,
     warnings_for,
 )
-from spoolvault.servers.remote import ProviderUnavailable
 from spoolvault.settings import (
     HIDDEN_TITLE,
     HIDE_DOCUMENT_NAMES,
     PRINT_ARCHIVE_VIEWERS,
-    InvalidSetting,
-    SettingsConflict,
 )
 
 __all__ = ["SESSION_SECONDS", "create_api"]
@@ -366,45 +349,13 @@ def create_api(
         redoc_url=None,
     )
 
-    @api.exception_handler(ClientError)
-    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
-        status = 400
-        headers: dict[str, str] = {}
-        if isinstance(exc, ProviderUnavailable):
-            status = 503
-        elif isinstance(
-            exc, JobNotFound | PrinterNotFound | UserNotFound | DeviceNotFound | UnknownProvider
-        ):
-            status = 404
-        elif isinstance(
-            exc,
-            PrinterBlocked
-            | SettingsConflict
-            | PrinterExists
-            | PrinterInUse
-            | JobNotPossible
-            | UserExists
-            | IdentityConflict
-            | DeviceExists
-            | ProviderExists,
-        ):
-            status = 409
-        elif isinstance(exc, InvalidPrinter | InvalidSetting | InvalidIdentity):
-            status = 422
-        elif isinstance(exc, ReleaseRefused):
-            status = 409
-        elif isinstance(exc, AuthenticationFailed):
-            status = 401
-        elif isinstance(exc, JobPinRequired):
-            status = 403
-        elif isinstance(exc, LockedOut | JobPinLocked):
-            status = 429
-            headers["Retry-After"] = str(exc.retry_after)
-        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
-
+    @api.exception_handler(Refused)
     @api.exception_handler(ReleaseFailed)
-    async def release_failed(request: Request, exc: ReleaseFailed) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=502)
+    async def refused(request: Request, exc: SpoolvaultError) -> JSONResponse:
+        # Each error class carries its HTTP status (errors.py draws the tree).
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=exc.http_status, headers=exc.headers()
+        )
 
     async def admin(
         creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)],

@@ -51,7 +51,7 @@ from sqlalchemy import func, insert, select
 
 from spoolvault.db import AuditEvent, Database
 from spoolvault.db.models import utcnow
-from spoolvault.errors import ConfigError
+from spoolvault.errors import ConfigError, SpoolvaultError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class AuditEntry:
     at: datetime | None = None
 
 
-class AuditError(Exception):
+class AuditError(SpoolvaultError):
     """The audit log could not record an event (logged; never reaches a client)."""
 
 

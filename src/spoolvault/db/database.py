@@ -53,7 +53,13 @@ from spoolvault.db.models import (
     utcnow,
 )
 from spoolvault.db.url import mask_url, normalize_url
-from spoolvault.errors import ClientError, ConfigError, SpoolvaultError
+from spoolvault.errors import (
+    ClientError,
+    ConfigError,
+    Conflict,
+    NotFound,
+    TemporaryFailure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +74,17 @@ _MIGRATION_LOCK_KEY: Final = 0x73706F6F6C7661  # "spoolva"
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 
 
-class UserExists(ClientError):
+class UserExists(Conflict):
     """A user of that name exists already (HTTP 409)."""
 
 
-class CommitUnknown(SpoolvaultError):
+class CommitUnknown(TemporaryFailure):
     """A job record's commit failed and the database could not be asked whether it had
     landed all the same: the record may exist. Its spool file must be kept (a file no job
     names is removed at the next start; a record without its file would be a broken job)."""
 
 
-class UnknownServer(ClientError):
+class UnknownServer(NotFound):
     """No primary or site server of that name (HTTP 404)."""
 
     def __init__(self, name: str) -> None:

@@ -18,18 +18,18 @@ from sqlalchemy.exc import IntegrityError
 
 from spoolvault.db import Database, Device, Printer
 from spoolvault.db.models import utcnow
-from spoolvault.errors import ClientError
+from spoolvault.errors import Conflict, NotFound
 from spoolvault.identity.users import InvalidIdentity
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 TOKEN_PREFIX = "svd_"  # noqa: S105 (a prefix, not a secret) recognizable in a leaked config file or a secret scanner
 
 
-class DeviceExists(ClientError):
+class DeviceExists(Conflict):
     """A device of that name is registered already (409)."""
 
 
-class DeviceNotFound(ClientError):
+class DeviceNotFound(NotFound):
     """No device of that name (404)."""
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from spoolvault.db import Database, Delegation, Group, GroupMember, User, UserExists, UserSource
 from spoolvault.db.models import utcnow
-from spoolvault.errors import ClientError
+from spoolvault.errors import Conflict, Invalid, NotFound
 from spoolvault.identity.cardkey import CardKey, normalize_card
 
 _hasher = PasswordHasher()  # argon2id (RFC 9106 low-memory profile), as for passwords
@@ -51,15 +51,15 @@ FIELDS = frozenset(
 )
 
 
-class InvalidIdentity(ClientError):
+class InvalidIdentity(Invalid):
     """A malformed user name, password, card number, PIN, ID number, e-mail or group (422)."""
 
 
-class IdentityConflict(ClientError):
+class IdentityConflict(Conflict):
     """A card or ID number is already someone else's (409)."""
 
 
-class UserNotFound(ClientError):
+class UserNotFound(NotFound):
     """No user of that name (404; administrators only: stations never see this)."""
 
 

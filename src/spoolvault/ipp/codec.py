@@ -271,7 +271,7 @@ class IppParseError(ClientError):
         version: tuple[int, int] = (2, 0),
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = self.ipp_status = status
         self.request_id = request_id
         self.version = version
 

@@ -30,9 +30,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from spoolvault.audit import SYSTEM, Action, Outcome
-from spoolvault.db import CommitUnknown, Job, Printer
+from spoolvault.db import Job, Printer
 from spoolvault.db import JobState as DbState
-from spoolvault.errors import ClientError, SpoolWriteError
+from spoolvault.errors import Refused, SpoolvaultError, SpoolWriteError, TemporaryFailure
 from spoolvault.ipp import attributes as A
 from spoolvault.ipp.codec import (
     Attribute,
@@ -50,9 +50,7 @@ from spoolvault.jobs.service import (
     FINISHED_STATES,
     KEEP,
     JobNotFound,
-    JobNotPossible,
     JobService,
-    JobTooLarge,
     Submission,
     hash_pin,
     in_thread,
@@ -88,12 +86,12 @@ FORMATS_ASK_TIMEOUT = 2.0  # an intake never waits longer than this on the print
 DIRECT_RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
-class IppError(Exception):
+class IppError(SpoolvaultError):
     """Answer the request with this IPP status (and optionally unsupported attributes)."""
 
     def __init__(self, status: int, message: str, unsupported: list[Attribute] | None = None):
         super().__init__(message)
-        self.status = status
+        self.status = self.ipp_status = status
         self.message = message
         self.unsupported = unsupported or []
 
@@ -293,19 +291,11 @@ class IppServer:
             resp = _response(ctx, exc.status, exc.message)
             if exc.unsupported:
                 resp.groups.append(AttributeGroup(GroupTag.UNSUPPORTED, exc.unsupported))
-        except JobNotFound as exc:
-            resp = _response(ctx, Status.CLIENT_ERROR_NOT_FOUND, str(exc))
-        except JobNotPossible as exc:
-            resp = _response(ctx, Status.CLIENT_ERROR_NOT_POSSIBLE, str(exc))
-        except JobTooLarge as exc:
-            resp = _response(ctx, Status.CLIENT_ERROR_REQUEST_ENTITY_TOO_LARGE, str(exc))
-        except (SpoolWriteError, CommitUnknown) as exc:
-            log.error("IPP %s: %s", _op_name(msg.code), exc)
-            resp = _response(ctx, Status.SERVER_ERROR_TEMPORARY_ERROR, str(exc))
-        except IppParseError as exc:
-            resp = _response(ctx, exc.status, str(exc))
-        except ClientError as exc:
-            resp = _response(ctx, Status.CLIENT_ERROR_BAD_REQUEST, str(exc))
+        except (Refused, TemporaryFailure, SpoolWriteError) as exc:
+            # Each error class carries its IPP status (errors.py draws the tree).
+            if not isinstance(exc, Refused):
+                log.error("IPP %s: %s", _op_name(msg.code), exc)
+            resp = _response(ctx, exc.ipp_status, str(exc))
         except ClientDisconnect:
             # The document was cut off: nothing of it was kept (the writer aborted).
             log.info("IPP %s: client disconnected mid-request", _op_name(msg.code))
@@ -553,7 +543,7 @@ class IppServer:
                 )
             try:
                 pin_hash = hash_pin(pin_digest(raw, encryption))
-            except ClientError as exc:
+            except Refused as exc:
                 # An unknown encryption is named; a bad digest is job-password's fault, and
                 # a password is never echoed back.
                 known = encryption in A.JOB_PASSWORD_ENCRYPTIONS

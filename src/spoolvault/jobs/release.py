@@ -32,8 +32,9 @@ from sqlalchemy import update
 from spoolvault.audit import Action, Outcome
 from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import PrinterMode, utcnow
-from spoolvault.errors import ClientError, SpoolError, SpoolvaultError
+from spoolvault.errors import ClientError, Conflict, PrinterFailure, Refused, SpoolError
 from spoolvault.ipp.attributes import attributes_from_json
+from spoolvault.ipp.constants import Status
 from spoolvault.jobs.service import JobNotFound, JobService, check_pin, in_thread
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
@@ -56,16 +57,25 @@ JOB_PIN_LOCK_SECONDS = 300.0  # ... before the job refuses PINs for this long
 class JobPinRequired(ClientError):
     """A PIN-protected job released without its PIN, or with a wrong one (HTTP 403)."""
 
+    http_status: int = 403
+    ipp_status: int = Status.CLIENT_ERROR_NOT_AUTHORIZED
+
 
 class JobPinLocked(ClientError):
     """Too many wrong PINs for a job: it takes none for a while (HTTP 429)."""
+
+    http_status: int = 429
+    ipp_status: int = Status.CLIENT_ERROR_NOT_AUTHORIZED
 
     def __init__(self, job_id: int, retry_after: float) -> None:
         self.retry_after = max(1, round(retry_after))
         super().__init__(f"too many wrong PINs for job {job_id}: try again in {self.retry_after} s")
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
-class PrinterBlocked(ClientError):
+
+class PrinterBlocked(Conflict):
     """The printer is in error and blocks release (HTTP 409)."""
 
     def __init__(self, printer: str, health: Health) -> None:
@@ -76,11 +86,11 @@ class PrinterBlocked(ClientError):
         self.health = health
 
 
-class ReleaseRefused(ClientError):
+class ReleaseRefused(Conflict):
     """The job cannot be released now (state, mode or ownership)."""
 
 
-class ReleaseFailed(SpoolvaultError):
+class ReleaseFailed(PrinterFailure):
     """The job did not reach the printer; it is kept with ``reason`` (HTTP 502)."""
 
     def __init__(self, job_id: int, reason: str) -> None:
@@ -186,7 +196,7 @@ class ReleaseService:
                 job_id, printer_name, actor, is_admin=is_admin, fast=fast, job_pin=job_pin
             )
             outcome = Outcome.OK
-        except ClientError as exc:  # blocked, refused, no such printer or job: nothing sent
+        except Refused as exc:  # blocked, refused, no such printer or job: nothing sent
             outcome = Outcome.REFUSED
             if isinstance(exc, PrinterBlocked):
                 self.jobs.metrics.printer_errors.labels(printer_name).inc()

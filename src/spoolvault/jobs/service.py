@@ -43,7 +43,8 @@ from spoolvault.archive import Archive
 from spoolvault.audit import SYSTEM, Action, AuditEntry, AuditLog, Outcome, QueuedAudit
 from spoolvault.db import CommitUnknown, Database, Job, JobState, Printer, brief_error
 from spoolvault.db.models import utcnow
-from spoolvault.errors import ClientError, SpoolError, SpoolWriteError
+from spoolvault.errors import ClientError, Conflict, NotFound, Refused, SpoolError, SpoolWriteError
+from spoolvault.ipp.constants import Status
 from spoolvault.jobs.pages import PageCounter
 from spoolvault.metrics import Metrics
 from spoolvault.settings import (
@@ -109,20 +110,19 @@ class _Intake:
     update_sent: bool = False  # Send-Document: the job's update reached its COMMIT
 
 
-class JobNotFound(ClientError):
+class JobNotFound(NotFound):
     """No job with that id (on this queue)."""
 
 
-class JobNotPossible(ClientError):
+class JobNotPossible(Conflict):
     """The job is in a state where the operation makes no sense (e.g. already printed)."""
 
 
 class JobTooLarge(ClientError):
     """The document is larger than the server's MaxJobSize."""
 
-
-class NotJobOwner(ClientError):
-    """The user is neither the job's owner nor an administrator."""
+    http_status: int = 413
+    ipp_status: int = Status.CLIENT_ERROR_REQUEST_ENTITY_TOO_LARGE
 
 
 @dataclass
@@ -477,7 +477,7 @@ class JobService:
                 continue
             try:
                 results[i] = self._attach(w.item)
-            except ClientError as exc:  # the job is no longer waiting: nothing was changed
+            except Refused as exc:  # the job is no longer waiting: nothing was changed
                 results[i] = exc
             except Exception as exc:
                 results[i] = self._attached_after_all(w.item, exc)
@@ -515,7 +515,7 @@ class JobService:
                 return job
             try:
                 return self._attach(intake)  # it did not land (yet): once more
-            except ClientError as refused:
+            except Refused as refused:
                 # No longer waiting: the first update landed late, or the job ended.
                 return self._holding(intake) or refused
         except Exception as again:

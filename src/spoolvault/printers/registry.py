@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from spoolvault.db import FILE_STATES, Database, Job, Printer, PrinterMode
-from spoolvault.errors import ClientError
+from spoolvault.errors import Conflict, Invalid, NotFound
 from spoolvault.printers.uri import parse_printer_uri
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -19,19 +19,19 @@ RESERVED = {"secure"}  # the Find-Me queue
 MAX_HOLD_MINUTES = 525_600  # as the hold_timeout_minutes setting
 
 
-class InvalidPrinter(ClientError):
+class InvalidPrinter(Invalid):
     """A printer definition that cannot work (HTTP 422)."""
 
 
-class PrinterExists(ClientError):
+class PrinterExists(Conflict):
     """A printer of that name exists already (HTTP 409)."""
 
 
-class PrinterNotFound(ClientError):
+class PrinterNotFound(NotFound):
     """No printer of that name (HTTP 404)."""
 
 
-class PrinterInUse(ClientError):
+class PrinterInUse(Conflict):
     """The printer still has jobs on its queue (HTTP 409)."""
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from spoolvault.audit import Action, Outcome
 from spoolvault.db import JobState
-from spoolvault.errors import ClientError
+from spoolvault.errors import Refused
 from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
@@ -80,7 +80,7 @@ def create_fast_release_router(
                 continue  # printed to another printer's own queue: released there
             try:
                 done = await release.release(job.id, printer, actor=owner, fast=True)
-            except (ClientError, ReleaseFailed) as exc:
+            except (Refused, ReleaseFailed) as exc:
                 failed.append({"id": job.id, "detail": str(exc)})
                 continue
             released.append(

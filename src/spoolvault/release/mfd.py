@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from spoolvault.audit import Action
 from spoolvault.db import Job
-from spoolvault.errors import ClientError
+from spoolvault.errors import Refused
 from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
@@ -266,7 +266,7 @@ def create_mfd_router(
                 done = await release_for(
                     user, job.id, device.printer, jobs=jobs, release=release, identity=identity
                 )
-            except (ClientError, ReleaseFailed) as exc:
+            except (Refused, ReleaseFailed) as exc:
                 failed.append({"id": job.id, "detail": str(exc)})
                 continue
             released.append(

@@ -44,7 +44,7 @@ from starlette.routing import BaseRoute, Route
 from spoolvault.audit import Action, Outcome
 from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import utcnow
-from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut, SpoolvaultError
+from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut, Refused, SpoolvaultError
 from spoolvault.identity import IdentityService
 from spoolvault.jobs.release import (
     FIND_ME_QUEUES,
@@ -377,7 +377,7 @@ class Station(PageSet):
                 status=429,
                 headers={"Retry-After": str(exc.retry_after)},
             )
-        except ClientError as exc:  # a missing field, a malformed card number
+        except Refused as exc:  # a missing field, a malformed card number
             return self._login_page(request, printer, settings, error=str(exc))
         is_admin = await in_thread(self.db.is_admin, user)
         idle = int(settings[RELEASE_STATION_IDLE_SECONDS])
@@ -576,7 +576,7 @@ class Station(PageSet):
         reason = f"cancelled by {session.user}{on_behalf} at {where}"
         try:
             await in_thread(lambda: self.jobs.cancel(job_id, reason=reason, actor=session.user))
-        except ClientError as exc:
+        except Refused as exc:
             flash.results.append(ResultRow(job_id, title, False, f"not cancelled: {exc}"))
         else:
             flash.results.append(ResultRow(job_id, title, True, "cancelled and deleted"))
@@ -597,7 +597,7 @@ class Station(PageSet):
         title = self._title(session, job, hide)
         try:
             done = await in_thread(lambda: self.jobs.extend_hold(job_id, actor=session.user))
-        except ClientError as exc:
+        except Refused as exc:
             flash.results.append(ResultRow(job_id, title, False, f"not kept longer: {exc}"))
             return
         until = self.jobs.expires_at(done)

@@ -36,7 +36,7 @@ from spoolvault import __version__
 from spoolvault.config import DataDir
 from spoolvault.db import FILE_STATES, Database, Job, JobState, Printer, PrinterMode
 from spoolvault.db.models import utcnow
-from spoolvault.errors import ClientError, ConfigError, SpoolvaultError
+from spoolvault.errors import ConfigError, Refused, SpoolvaultError
 from spoolvault.jobs.release import (
     JobPinLocked,
     JobPinRequired,
@@ -325,7 +325,7 @@ class ProviderLink:
                 return await self._error(job_id, 429, str(exc), "pin", exc.retry_after)
             except JobPinRequired as exc:
                 return await self._error(job_id, 403, str(exc), "pin")
-            except ClientError as exc:
+            except Refused as exc:
                 status = 404 if isinstance(exc, JobNotFound | PrinterNotFound) else 409
                 kind = "blocked" if isinstance(exc, PrinterBlocked) else "refused"
                 return await self._error(job_id, status, str(exc), kind)

@@ -28,7 +28,7 @@ from sqlalchemy import delete, select, update
 
 from spoolvault.db import FILE_STATES, AppInstance, Database, Job, JobState, Printer, Provider
 from spoolvault.db.models import utcnow
-from spoolvault.errors import ClientError
+from spoolvault.errors import ClientError, Conflict, NotFound
 from spoolvault.servers.signing import AppKey
 from spoolvault.settings import SPOOL_FILE_ENCRYPTION
 from spoolvault.spool.format import VERSION as SPOOL_FORMAT_VERSION
@@ -58,11 +58,11 @@ _JOB_FIELDS: Final = (
 _TIME_FIELDS: Final = ("created_at", "updated_at", "completed_at")
 
 
-class ProviderExists(ClientError):
+class ProviderExists(Conflict):
     """A provider of that name is registered already (HTTP 409)."""
 
 
-class UnknownProvider(ClientError):
+class UnknownProvider(NotFound):
     """No provider of that name (HTTP 404)."""
 
 

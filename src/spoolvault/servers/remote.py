@@ -20,7 +20,7 @@ import httpx
 
 from spoolvault.db import Job
 from spoolvault.db.models import PrinterMode
-from spoolvault.errors import ClientError, SpoolvaultError
+from spoolvault.errors import SpoolvaultError, Unavailable
 from spoolvault.jobs.release import (
     FIND_ME_QUEUES,
     RELEASABLE,
@@ -44,7 +44,7 @@ from spoolvault.servers.signing import AppKey
 RELEASE_TIMEOUT = httpx.Timeout(600.0, connect=5.0)  # a big job takes a while to send
 
 
-class ProviderUnavailable(ClientError):
+class ProviderUnavailable(Unavailable):
     """The job's provider cannot be reached now; the job is kept there (HTTP 503)."""
 
     def __init__(self, job_id: int, provider: str, why: str = "") -> None:
