@@ -55,7 +55,7 @@ from spoolvault.jobs.release import (
     ReleaseRefused,
     ReleaseService,
 )
-from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService
 from spoolvault.printers.registry import (
     InvalidPrinter,
     PrinterExists,
@@ -82,6 +82,7 @@ from spoolvault.settings import (
     InvalidSetting,
     SettingsConflict,
 )
+from spoolvault.util.threads import in_thread
 
 __all__ = ["SESSION_SECONDS", "create_api"]
 

@@ -34,12 +34,13 @@ from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import PrinterMode, utcnow
 from spoolvault.errors import ClientError, SpoolError, SpoolvaultError
 from spoolvault.ipp.attributes import attributes_from_json
-from spoolvault.jobs.service import JobNotFound, JobService, check_pin, in_thread
+from spoolvault.jobs.service import JobNotFound, JobService, check_pin
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
 from spoolvault.printers.registry import PrinterNotFound, find_printer
 from spoolvault.settings import PRINT_ARCHIVING
 from spoolvault.spool.store import PlainSpool, Spool
+from spoolvault.util.threads import in_thread
 
 log = logging.getLogger(__name__)
 

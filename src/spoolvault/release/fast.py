@@ -21,9 +21,10 @@ from spoolvault.errors import ClientError
 from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
-from spoolvault.jobs.service import JobService, in_thread
+from spoolvault.jobs.service import JobService
 from spoolvault.release.access import releasable_at
 from spoolvault.release.mfd import device_dependency
+from spoolvault.util.threads import in_thread
 
 
 class FastReleaseIn(BaseModel):
