@@ -1,4 +1,6 @@
-"""The REST API under /api/v1 (CONTRACT.md), with its OpenAPI document at /api/v1/openapi.json.
+"""The REST API under /api/v1, with its OpenAPI document at /api/v1/openapi.json.
+
+The calls operators and scripts rely on, and that stay stable, are in docs/contract.md.
 
 Administration uses HTTP Basic with an administrator's password; release stations open a
 session with the user's own credentials (password, card with or without PIN, ID number and

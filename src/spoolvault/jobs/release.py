@@ -5,7 +5,7 @@
                                  |                 \\-> failed, "may have printed" (uncertain)
                                  \\--(whole file fails authentication)--> failed, kept for an admin
 
-Order of checks (DESIGN.md): the printer's health first when it blocks on error (Fast
+Order of checks (docs/release.md): the printer's health first when it blocks on error (Fast
 Release never blocks), then the whole spool file is verified before any byte reaches the
 printer, so a tampered, truncated or undecryptable file never produces a partial or
 zero-byte job. The claim (held -> releasing) is one conditional UPDATE, so two release

@@ -1,7 +1,8 @@
 """Jobs: intake (spool the document, then record the job), hold, cancel.
 
-One service used by every front end (IPP, raw 9100, LPD, and later the release stations
-and the REST API). The order of intake is what makes "durable before acknowledged" hold:
+One service used by every front end (IPP, raw 9100, LPD, the release stations, the REST
+API, the admin web interface and the command line). The order of intake is what makes
+"durable before acknowledged" hold:
 
 1. the document is received: whole in memory if it ends within its first MiB, else
    streamed into a spool writer (encrypted when the server's setting says so) a MiB at a

@@ -3,8 +3,8 @@
 ``POST /api/v1/fast-release/{printer}`` with ``{"card_number": "..."}`` and the terminal's
 device token (``Authorization: Bearer``), registered for that printer: a token of another
 printer's device is refused (403). The card alone identifies the user (a tap; no PIN, by
-design). Fast Release never blocks on printer error (DESIGN.md): a printer in error still
-gets the jobs, and what it does not accept stays held with the reason. Each job's release
+design). Fast Release never blocks on printer error (docs/release.md): a printer in error
+still gets the jobs, and what it does not accept stays held with the reason. Each job's release
 is audited; so is every refused card or device.
 """
 
