@@ -5,7 +5,7 @@
 1. speed: decode, Parser.feed in 1 KiB chunks, and encode of a typical ~500-byte
    Print-Job request (the shape CUPS sends), and decode/encode of a Get-Printer-Attributes
    style response of ~8 KB with 1setOf collections; best of 5 runs of ``--repeat`` each;
-2. fuzz: the test suite's mutation fuzzer (tests/reliability/fuzz.py) over the two
+2. fuzz: the test suite's mutation fuzzer (tests/harness/fuzz.py) over the two
    messages above: mutated inputs fed both to ``decode`` and, in random pieces, to
    ``Parser``; anything but IppParseError, a disagreement between the two, a message that
    does not re-encode, or an input slower than 1 s is a finding (the first 20 are printed
@@ -26,9 +26,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reliability"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import fuzz
+from harness import fuzz
 from spoolvault.ipp.codec import (
     Collection,
     IppMessage,

@@ -4,7 +4,7 @@
         [--releases 50] [--job-kib 100] [--big-mib 100] [--repeat 3] [--rows 100000]
         [--owners 1000] [--list-calls 200] [--profile auto|always|never] [--py-spy PATH]
 
-A real ``spoolvault run`` process (tests/conftest.py ``start_server``) with jobs submitted
+A real ``spoolvault run`` process (tests/harness/server.py ``start_server``) with jobs submitted
 over IPP to ``/printers/secure`` and released over REST (docs/release.md). Three parts
 (docs/benchmarks.md, "Release", explains each number):
 
@@ -64,9 +64,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import ippeve
-from conftest import Server, start_server
-from test_release import ADMIN, add_printer, add_user, api, login, submit
+from harness import ippeve
+from harness.server import ADMIN, Server, start_server
+from harness.web_helpers import add_printer, add_user, api, login, submit
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -202,7 +202,7 @@ def machine(directory: Path, printer_dir: Path) -> dict[str, Any]:
 
 def _ensure_dnssd_no_kill() -> None:
     """ippeveprinter needs avahi on the system D-Bus. Start the daemons when they are absent;
-    unlike tests/ippeve.py never stop one (they may belong to someone else)."""
+    unlike tests/harness/ippeve.py never stop one (they may belong to someone else)."""
 
     def running(name: str) -> bool:
         return subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
@@ -723,11 +723,11 @@ def release_steps(data_dir: Path, job_id: int, work: Path) -> dict[str, Any]:
     """Time, in this process, what a release does to the job's spool file besides sending it:
     the verify pass, the decrypting read as the release source does it (_batched to 1 MiB,
     without the thread hops and the network), and the crypto-shred of a copy."""
+    from harness.server import jobs_in
     from spoolvault.config import DataDir
     from spoolvault.jobs.release import _batched
     from spoolvault.spool.keys import KeyFileProvider
     from spoolvault.spool.store import EncryptedSpool
-    from test_ipp_server import jobs_in
 
     data = DataDir.open(data_dir, create=False)
     [job] = [j for j in jobs_in(data_dir) if j.id == job_id]

@@ -35,13 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reliability"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import httpx
 
-import drills
-import fuzz
-from fakeprinter import FakePrinter
+from harness import drills, fuzz
+from harness.fakeprinter import FakePrinter
 from spoolvault.db import JobState
 from spoolvault.ipp.constants import Operation
 

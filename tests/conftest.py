@@ -1,124 +1,25 @@
-"""Shared fixtures: a real `spoolvault run` process on an ephemeral port."""
+"""Shared fixtures: a real `spoolvault run` process, a key file and spool, a real IPP
+printer, a browser. What they start lives in tests/harness."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-import ippeve
-
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, ViewportSize
+from harness import ippeve
+from harness.server import ADMIN, Server, start_server
+from harness.web_helpers import CHROMIUM, CHROMIUM_ARGS, DESKTOP
 from spoolvault.spool.keys import KeyFileProvider
 from spoolvault.spool.store import EncryptedSpool
 
-SPOOLVAULT = [sys.executable, "-m", "spoolvault"]
-ADMIN = ("admin", "admin-pw-123")  # the administrator of servers started by `srv`
-# Browser tests drive Debian's Chromium (Playwright's own download does not work here).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}  # the browser tests' window
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext
+
 CS = 4096  # the smallest chunk size a reader accepts: many chunks for few bytes
-_LISTEN_RE = re.compile(r"listening on (https?://\S+)")
-
-
-def spoolvault(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """Run one `spoolvault …` command to completion and capture its output."""
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [*SPOOLVAULT, *args], capture_output=True, text=True, timeout=120, **kwargs
-    )
-
-
-@dataclass
-class Server:
-    """A running `spoolvault run` process."""
-
-    proc: subprocess.Popen[str]
-    url: str
-    data_dir: Path
-    first_lines: list[str]
-    drain: threading.Thread
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        """Signal the server, wait for it, and close its pipe; return its exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.drain.join(timeout=5)
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
-
-
-def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-
-
-def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
-    """Start `spoolvault run` and wait for its "listening on" line."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(
-        [
-            *SPOOLVAULT,
-            "run",
-            "--data-dir",
-            str(data_dir),
-            "--http",
-            "127.0.0.1:0",
-            "--raw",
-            "off",
-            "--no-dnssd",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=full_env,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if m := _LISTEN_RE.search(line):
-            # Keep draining output so a chatty server never blocks on a full pipe.
-            drain = threading.Thread(target=_drain, args=(proc, lines), daemon=True)
-            drain.start()
-            return Server(proc, m.group(1), data_dir, lines, drain)
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
-    raise AssertionError("spoolvault run did not start:\n" + "".join(lines))
 
 
 @pytest.fixture
@@ -151,28 +52,6 @@ def spool(tmp_path: Path, keys: KeyFileProvider) -> EncryptedSpool:
     directory = tmp_path / "encrypted"
     directory.mkdir()
     return EncryptedSpool(directory, keys, chunk_size=CS)
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(path: Path, options: str) -> Iterator[Path]:
-    """Mount a real tmpfs on ``path`` (a full or read-only disk, not a simulated one).
-
-    Skips the test where mounting is not allowed (not root, a restricted container).
-    """
-    path.mkdir(exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 @pytest.fixture(scope="module")

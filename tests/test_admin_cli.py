@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import ippeve
-from conftest import ADMIN, Server, spoolvault, start_server
-from web_helpers import submit
+from harness import ippeve
+from harness.server import ADMIN, Server, spoolvault, start_server
+from harness.web_helpers import submit
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 

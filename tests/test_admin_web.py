@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import ippeve
-from conftest import ADMIN, DESKTOP, Server
-from web_helpers import (
+from harness import ippeve
+from harness.server import ADMIN, Server
+from harness.web_helpers import (
+    DESKTOP,
     NEEDS_CHROMIUM_AND_PRINTER,
     PASSWORD,
     add_user,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_server
+from harness.server import start_server
 
 SCHEMATHESIS = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
 ADMIN = ("admin", "admin-pw-123")

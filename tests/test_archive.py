@@ -10,15 +10,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-import ippeve
-import ipptool
-from conftest import ADMIN, Server
+from harness import ippeve, ipptool
+from harness.server import ADMIN, Server
+from harness.web_helpers import add_printer, client, submit, wait_for_files
 from spoolvault.archive import Archive, archive_dir
 from spoolvault.db import Database, Job, JobState, database_url
 from spoolvault.jobs.service import JobService, Submission
 from spoolvault.runtime import Runtime
 from test_jobs import Clock, _chunks
-from web_helpers import add_printer, client, submit, wait_for_files
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 AUDITOR = ("auditor", "auditor-pw-123")

@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import delete, update
 from sqlalchemy.exc import OperationalError
 
-import cupsd
-from conftest import Server, spoolvault, start_server
+from harness import cupsd
+from harness.server import Server, ipp_request, job_group, new_request, spoolvault, start_server
 from spoolvault.audit import (
     GENESIS,
     Action,
@@ -43,7 +43,6 @@ from spoolvault.ipp.constants import Operation, Status, ValueTag
 from spoolvault.jobs.service import JobService, Submission
 from spoolvault.runtime import Runtime
 from test_db import pg_url  # noqa: F401 - the PostgreSQL fixture
-from test_ipp_server import ipp_request, job_group, new_request
 
 ADMIN = ("admin", "audit-admin-pw-7c41e9")
 PIN = b"90817263"

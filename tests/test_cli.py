@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, spoolvault, start_server
+from harness.server import Server, spoolvault, start_server
 from spoolvault.config import DataDir
 from spoolvault.db import Database, database_url
 from spoolvault.spool.keys import KeyFileProvider
@@ -233,8 +233,8 @@ def test_verbs_on_missing_data_dir_are_clear(tmp_path: Path) -> None:
 
 
 def test_json_logs_are_one_object_per_line_without_document_content(tmp_path: Path) -> None:
+    from harness.server import ipp_request, new_request
     from spoolvault.ipp.constants import Operation, Status, ValueTag
-    from test_ipp_server import ipp_request, new_request
 
     srv = start_server(tmp_path / "data", env={"SPOOLVAULT_LOG_FORMAT": "json"})
     try:

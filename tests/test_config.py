@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mounted_tmpfs
+from harness.tmpfs import mounted_tmpfs
 from spoolvault.config import (
     CONF_KEYS,
     DataDir,

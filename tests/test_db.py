@@ -22,7 +22,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from db_faults import LostCommit, Unreachable
+from harness.db_faults import LostCommit, Unreachable
 from spoolvault.db import (
     ADMIN_USERNAME,
     FILE_STATES,

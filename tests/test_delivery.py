@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ippeve import IPPEVEPRINTER, EvePrinter, free_port, start_printer
-from ipptool import minimal_pdf
+from harness.ippeve import IPPEVEPRINTER, EvePrinter, free_port, start_printer
+from harness.ipptool import minimal_pdf
 from spoolvault.errors import SpoolDecryptError
 from spoolvault.intake import IntakeServer
 from spoolvault.intake.lpd import LpdLimits, serve_lpd

@@ -37,7 +37,7 @@ import pytest
 from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from ippeve import avahi_running
+from harness.ippeve import avahi_running
 from spoolvault.discovery import dnssd
 from spoolvault.discovery.dnssd import IPP, IPPS, Advertiser
 from spoolvault.ipp import attributes as A
@@ -425,7 +425,7 @@ def avahi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         )
     try:
         # Its log, not `avahi-daemon --check` (which sees only the pid file): a client that
-        # connects before "Server startup complete" can be refused (tests/ippeve.py).
+        # connects before "Server startup complete" can be refused (tests/harness/ippeve.py).
         deadline = time.monotonic() + 10
         while b"Server startup complete" not in log.read_bytes():
             if daemon.poll() is not None or time.monotonic() > deadline:

@@ -16,10 +16,10 @@ from typing import TypeVar
 
 import pytest
 
-import cupsd
-from ippeve import EvePrinter as Printer
-from ippeve import start_printer
-from snmp_fixtures import Snmpd, start_snmpd
+from harness import cupsd
+from harness.ippeve import EvePrinter as Printer
+from harness.ippeve import start_printer
+from harness.snmpd import Snmpd, start_snmpd
 from spoolvault.ipp.codec import IppMessage, decode, encode
 from spoolvault.ipp.constants import GroupTag, Status, ValueTag
 from spoolvault.printers.health import (

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from conftest import start_server
+from harness.server import start_server
 from spoolvault.cli import _bind
 from spoolvault.db import Database, Job, JobState, database_url
 from spoolvault.intake import IntakeServer, clean_text

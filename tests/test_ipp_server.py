@@ -17,12 +17,20 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import cupsd
-import ipptool
-from conftest import Server, mounted_tmpfs, start_server
+from harness import cupsd, ipptool
+from harness.server import (
+    Server,
+    ipp_request,
+    job_group,
+    jobs_in,
+    new_request,
+    queue_uri,
+    start_server,
+)
+from harness.tmpfs import mounted_tmpfs
 from spoolvault.config import DataDir
 from spoolvault.db import Database, Job, JobState, database_url
-from spoolvault.ipp.codec import AttributeGroup, IppMessage, StringWithLanguage, decode, encode
+from spoolvault.ipp.codec import IppMessage, StringWithLanguage, decode, encode
 from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag
 from spoolvault.jobs.service import check_pin
 from spoolvault.spool.keys import KeyFileProvider
@@ -56,59 +64,6 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
-
-
-def queue_uri(srv: Server, queue: str = "secure") -> str:
-    scheme, rest = srv.url.split("://", 1)
-    return f"{'ipps' if scheme == 'https' else 'ipp'}://{rest}/printers/{queue}"
-
-
-def jobs_in(data_dir: Path) -> list[Job]:
-    data = DataDir.open(data_dir, create=False)
-    db = Database.open(database_url(None, data.database))
-    try:
-        with db.session(write=False) as s:
-            return list(s.query(Job).order_by(Job.id))
-    finally:
-        db.close()
-
-
-def ipp_request(
-    srv: Server,
-    msg: IppMessage,
-    body: bytes = b"",
-    path: str = "/printers/secure",
-    headers: dict[str, str] | None = None,
-) -> tuple[int, IppMessage | None]:
-    parts = urlsplit(srv.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request(
-            "POST", path, encode(msg) + body, {"Content-Type": "application/ipp", **(headers or {})}
-        )
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    if resp.status != 200:
-        return resp.status, None
-    return resp.status, decode(data)[0]
-
-
-def new_request(op: int, srv: Server, user: str = "alice", request_id: int = 1) -> IppMessage:
-    msg = IppMessage((2, 0), op, request_id, [])
-    g = msg.operation
-    g.add("attributes-charset", ValueTag.CHARSET, "utf-8")
-    g.add("attributes-natural-language", ValueTag.NATURAL_LANGUAGE, "en")
-    g.add("printer-uri", ValueTag.URI, queue_uri(srv))
-    g.add("requesting-user-name", ValueTag.NAME, user)
-    return msg
-
-
-def job_group(msg: IppMessage) -> AttributeGroup:
-    group = msg.group(GroupTag.JOB)
-    assert group is not None, msg
-    return group
 
 
 # -- ipptool's own suites --------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from db_faults import LostCommit, Unreachable, connection_lost
+from harness.db_faults import LostCommit, Unreachable, connection_lost
 from spoolvault.audit import Action, AuditLog, list_events
 from spoolvault.db import CommitUnknown, Job, JobState
 from spoolvault.errors import SpoolWriteError

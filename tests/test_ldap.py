@@ -9,8 +9,8 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from conftest import spoolvault
-from slapd import ROOT_DN, ROOT_PW, SUFFIX, Slapd, start_slapd
+from harness.server import spoolvault
+from harness.slapd import ROOT_DN, ROOT_PW, SUFFIX, Slapd, start_slapd
 from spoolvault.db import Database, database_url
 from spoolvault.errors import AuthenticationFailed
 from spoolvault.identity import CardKey, IdentityService, open_card_key

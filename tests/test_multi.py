@@ -18,17 +18,24 @@ from typing import Any
 import httpx
 import pytest
 
-import ippeve
-from conftest import ADMIN, Server, spoolvault, start_server
-from cupsd import free_port
+from harness import ippeve
+from harness.cupsd import free_port
+from harness.server import (
+    ADMIN,
+    Server,
+    ipp_request,
+    jobs_in,
+    new_request,
+    spoolvault,
+    start_server,
+)
+from harness.web_helpers import add_user, client, login, submit
 from spoolvault.config import DataDir
 from spoolvault.db import JobState
 from spoolvault.ipp.codec import IppMessage
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 from spoolvault.spool import format as spool_format
 from test_db import PG_ENV, pg_url  # noqa: F401 (a fixture)
-from test_ipp_server import ipp_request, jobs_in, new_request
-from web_helpers import add_user, client, login, submit
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipptool import minimal_pdf, minimal_ps
+from harness.ipptool import minimal_pdf, minimal_ps
 from spoolvault.jobs import pages
 from spoolvault.jobs.pages import HEAD_LIMIT, HEAD_STEP, PageCounter
 

@@ -14,18 +14,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-import cupsd
-import ippeve
-import ipptool
-from conftest import ADMIN, Server, spoolvault, start_server
-from snmp_fixtures import start_snmpd
+from harness import cupsd, ippeve, ipptool
+from harness.server import (
+    ADMIN,
+    Server,
+    ipp_request,
+    job_group,
+    jobs_in,
+    new_request,
+    spoolvault,
+    start_server,
+)
+from harness.snmpd import start_snmpd
+from harness.web_helpers import add_printer, add_user, client, login, submit, wait_for_files
 from spoolvault.config import DataDir
 from spoolvault.db import Job, JobState
 from spoolvault.ipp.codec import IppMessage
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 from spoolvault.runtime import Runtime
-from test_ipp_server import ipp_request, job_group, jobs_in, new_request
-from web_helpers import add_printer, add_user, client, login, submit, wait_for_files
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 

@@ -13,12 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import cupsd
-import ippeve
-from conftest import ADMIN, Server
+from harness import cupsd, ippeve
+from harness.server import ADMIN, Server, jobs_in
+from harness.web_helpers import add_printer, client, submit, wait_for_files
 from spoolvault.db import JobState
-from test_ipp_server import jobs_in
-from web_helpers import add_printer, client, submit, wait_for_files
 
 pytestmark = pytest.mark.skipif(ippeve.IPPEVEPRINTER is None, reason="needs cups-ipp-utils")
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import cupsd
-import ippeve
-import ipptool
-from conftest import ADMIN, DESKTOP, Server, start_server
-from web_helpers import (
+from harness import cupsd, ippeve, ipptool
+from harness.server import ADMIN, Server, start_server
+from harness.web_helpers import (
+    DESKTOP,
     NEEDS_CHROMIUM_AND_PRINTER,
     PASSWORD,
     add_printer,

@@ -16,15 +16,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from conftest import ADMIN, start_server
+from harness.server import ADMIN, jobs_in, start_server
+from harness.web_helpers import submit
 from spoolvault.identity import open_card_key
 from spoolvault.identity.users import Users
 from spoolvault.jobs.reminders import Reminders, check_token, link_token
 from spoolvault.jobs.service import JobService, Submission
 from spoolvault.runtime import Runtime
-from test_ipp_server import jobs_in
 from test_jobs import Clock, _chunks
-from web_helpers import submit
 
 
 class Inbox:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mounted_tmpfs
+from harness.tmpfs import mounted_tmpfs
 from spoolvault.errors import (
     OperatorError,
     SpoolDecryptError,

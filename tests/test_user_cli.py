@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import spoolvault, start_server
+from harness.server import spoolvault, start_server
 from spoolvault.runtime import Runtime
 
 

@@ -1026,7 +1026,7 @@ async def _drain(
 ) -> None:
     import functools
 
-    from spoolvault.jobs.service import in_thread
+    from spoolvault.util.threads import in_thread
 
     try:
         for job in await in_thread(_encrypted_held, rt):

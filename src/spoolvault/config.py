@@ -1,10 +1,10 @@
 """print-provider.conf: the print provider's key=value file, and the data directory it lives in.
 
-Format (CONTRACT.md): one ``key=value`` per line; a line whose first non-blank character is
-``#`` is a comment; keys are case-sensitive; values are literal, so backslashes in Windows
-paths (``D:\\print\\encryptedspools``, ``\\\\print-server\\encryptedspools``) are kept as
-written. Only surrounding whitespace is stripped. An unknown key is a warning, a line without
-``=`` is an error that names the file and line.
+Format (docs/configuration.md): one ``key=value`` per line; a line whose first non-blank
+character is ``#`` is a comment; keys are case-sensitive; values are literal, so backslashes
+in Windows paths (``D:\\print\\encryptedspools``, ``\\\\print-server\\encryptedspools``) are
+kept as written. Only surrounding whitespace is stripped. An unknown key is a warning, a line
+without ``=`` is an error that names the file and line.
 """
 
 from __future__ import annotations

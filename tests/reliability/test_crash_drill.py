@@ -12,9 +12,8 @@ from pathlib import Path
 
 import httpx
 
-import drills
-import ippeve
-from conftest import Server
+from harness import drills, ippeve
+from harness.server import Server
 
 ROUNDS = int(os.environ.get("SPOOLVAULT_CRASH_ROUNDS", "5"))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import drills
+from harness import drills
 
 
 def test_a_server_killed_mid_raw_job_resets_the_connection(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import drills
-from conftest import Server, mounted_tmpfs
-from fakeprinter import FakePrinter
+from harness import drills
+from harness.fakeprinter import FakePrinter
+from harness.server import Server
+from harness.tmpfs import mounted_tmpfs
 from spoolvault.db import JobState
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 

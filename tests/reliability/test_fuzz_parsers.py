@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import fuzz
+from harness import fuzz
 
 COUNTS = {"ipp": 30_000, "lpd": 50_000, "pjl": 30_000}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import drills
+from harness import drills
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 
 # Within this many seconds a normal client's job is acknowledged while the ports are

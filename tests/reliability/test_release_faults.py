@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import drills
-from conftest import Server
-from fakeprinter import FakePrinter
+from harness import drills
+from harness.fakeprinter import FakePrinter
+from harness.server import Server
 from spoolvault.db import JobState
 
 ADMIN = ("admin", drills.ADMIN_PASSWORD)

@@ -45,7 +45,7 @@ from spoolvault.db import Job, JobState, PrinterMode
 from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut, Refused, SpoolvaultError
 from spoolvault.identity import IdentityService, UserInfo
 from spoolvault.jobs.release import PrinterBlocked, ReleaseFailed, ReleaseService
-from spoolvault.jobs.service import JobNotFound, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobService
 from spoolvault.printers.registry import find_printer, list_printers
 from spoolvault.release.web import printer_states
 from spoolvault.runtime import Runtime
@@ -59,6 +59,7 @@ from spoolvault.settings import (
     InvalidSetting,
     SettingsConflict,
 )
+from spoolvault.util.threads import in_thread
 from spoolvault.web.pages import SECURITY_HEADERS, PageSet, form_field, size
 from spoolvault.web.sessions import LoginTokens, SessionStore, WebSession
 

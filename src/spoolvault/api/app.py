@@ -1,4 +1,6 @@
-"""The REST API under /api/v1 (CONTRACT.md), with its OpenAPI document at /api/v1/openapi.json.
+"""The REST API under /api/v1, with its OpenAPI document at /api/v1/openapi.json.
+
+The calls operators and scripts rely on, and that stay stable, are in docs/contract.md.
 
 Administration uses HTTP Basic with an administrator's password; release stations open a
 session with the user's own credentials (password, card with or without PIN, ID number and
@@ -47,7 +49,7 @@ from spoolvault.jobs.release import (
     ReleaseFailed,
     ReleaseService,
 )
-from spoolvault.jobs.service import JobNotFound, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobService
 from spoolvault.printers.registry import (
     list_printers,
 )
@@ -65,6 +67,7 @@ from spoolvault.settings import (
     HIDE_DOCUMENT_NAMES,
     PRINT_ARCHIVE_VIEWERS,
 )
+from spoolvault.util.threads import in_thread
 
 __all__ = ["SESSION_SECONDS", "create_api"]
 

@@ -65,8 +65,6 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio.to_thread
-
 from spoolvault.db import Job, JobState
 from spoolvault.errors import ClientError, SpoolvaultError
 from spoolvault.intake import (
@@ -88,6 +86,7 @@ from spoolvault.jobs.service import (
 )
 from spoolvault.settings import HIDDEN_TITLE, HIDE_DOCUMENT_NAMES, IPP_AUTHENTICATION_REQUIRED
 from spoolvault.spool.store import SpoolFile
+from spoolvault.util.threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -611,7 +610,7 @@ class _Session:
         return users, ids
 
     async def _settings(self) -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(self.jobs.settings)
+        return await in_thread(self.jobs.settings)
 
     async def _queue_state(self, cmd: Command, *, long: bool) -> str:
         if not self._known(cmd.queue):
@@ -621,7 +620,7 @@ class _Session:
         settings = await self._settings()
         refused = bool(users) and _claims_refused(settings)
         if refused or not users:
-            count = await anyio.to_thread.run_sync(
+            count = await in_thread(
                 functools.partial(self.jobs.count, queue=self.queue, states=HELD_STATES)
             )
             if refused:
@@ -637,7 +636,7 @@ class _Session:
         hide = bool(settings[HIDE_DOCUMENT_NAMES])
         found: list[Job] = []
         for user in users:
-            found += await anyio.to_thread.run_sync(
+            found += await in_thread(
                 functools.partial(
                     self.jobs.list,
                     queue=self.queue,
@@ -686,7 +685,7 @@ class _Session:
                     f"not those of {clean_text(user)}\n"
                 )
         if agent in users:
-            mine = await anyio.to_thread.run_sync(
+            mine = await in_thread(
                 functools.partial(
                     self.jobs.list, queue=self.queue, owner=agent, states=REMOVABLE_STATES
                 )
@@ -698,7 +697,7 @@ class _Session:
                 "remove, or your user name to remove all your held jobs\n"
             )
         for job_id in sorted(ids):
-            out.append(await anyio.to_thread.run_sync(self._remove_one, job_id, agent))
+            out.append(await in_thread(self._remove_one, job_id, agent))
         return "".join(out)
 
     def _remove_one(self, job_id: int, agent: str) -> str:

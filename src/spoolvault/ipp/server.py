@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-import anyio.to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -53,12 +52,12 @@ from spoolvault.jobs.service import (
     JobService,
     Submission,
     hash_pin,
-    in_thread,
     pin_digest,
 )
 from spoolvault.printers.registry import find_printer
 from spoolvault.runtime import Runtime
 from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
+from spoolvault.util.threads import in_thread
 
 log = logging.getLogger(__name__)
 T = ValueTag
@@ -266,7 +265,7 @@ class IppServer:
         cached = self._auth_cache.get(key)
         if cached and cached[2] > time.monotonic():
             return cached[0], cached[1]
-        ok = await anyio.to_thread.run_sync(self.rt.db.verify_password, username, password)
+        ok = await in_thread(self.rt.db.verify_password, username, password)
         if not ok:
             raise IppError(Status.CLIENT_ERROR_NOT_AUTHENTICATED, "bad credentials")
         admin = await in_thread(self.rt.db.is_admin, username)
@@ -460,7 +459,7 @@ class IppServer:
 
     async def _job(self, ctx: Context) -> Job:
         job_id = self._job_id(ctx)
-        job = await anyio.to_thread.run_sync(self.jobs.get, job_id)
+        job = await in_thread(self.jobs.get, job_id)
         if ctx.queue is not None and job.queue != ctx.queue.name:
             raise JobNotFound(f"job {job_id} is not on {ctx.queue.name}")
         return job
@@ -639,7 +638,7 @@ async def validate_job(srv: IppServer, ctx: Context) -> IppMessage:
 
 async def create_job(srv: IppServer, ctx: Context) -> IppMessage:
     sub = srv._submission(ctx)
-    job = await anyio.to_thread.run_sync(srv.jobs.create, sub)
+    job = await in_thread(srv.jobs.create, sub)
     return srv._job_created_response(ctx, job)
 
 
@@ -688,7 +687,7 @@ async def close_job(srv: IppServer, ctx: Context) -> IppMessage:
     job = await srv._job(ctx)
     srv._check_owner(ctx, job)
     if job.state is DbState.INCOMING:
-        job = await anyio.to_thread.run_sync(
+        job = await in_thread(
             lambda: srv.jobs.cancel(
                 job.id,
                 state=DbState.ABORTED,
@@ -717,7 +716,7 @@ async def cancel_job(srv: IppServer, ctx: Context) -> IppMessage:
             )
         )
         raise
-    await anyio.to_thread.run_sync(
+    await in_thread(
         lambda: srv.jobs.cancel(job.id, reason=f"cancelled by {user} (IPP)", actor=user)
     )
     return _response(ctx)
@@ -733,7 +732,7 @@ async def cancel_my_jobs(srv: IppServer, ctx: Context) -> IppMessage:
     user = ctx.requesting_user()
     ids_attr = ctx.op.get("job-ids")
     pending = [DbState.INCOMING, DbState.HELD, DbState.FAILED]
-    jobs = await anyio.to_thread.run_sync(
+    jobs = await in_thread(
         lambda: srv.jobs.list(
             queue=ctx.queue.name if ctx.queue else None, owner=user, states=pending
         )
@@ -751,9 +750,7 @@ async def cancel_my_jobs(srv: IppServer, ctx: Context) -> IppMessage:
         jobs = [j for j in jobs if j.id in wanted]
     reason = f"cancelled by {user} (Cancel-My-Jobs)"
     for job in jobs:
-        await anyio.to_thread.run_sync(
-            functools.partial(srv.jobs.cancel, job.id, reason=reason, actor=user)
-        )
+        await in_thread(functools.partial(srv.jobs.cancel, job.id, reason=reason, actor=user))
     return _response(ctx)
 
 
@@ -809,7 +806,7 @@ async def get_jobs(srv: IppServer, ctx: Context) -> IppMessage:
     ids = _job_ids(ids_attr) if ids_attr else None
     states = None if ids is not None else _WHICH[which]
     queue = ctx.queue.name if ctx.queue else None
-    jobs = await anyio.to_thread.run_sync(
+    jobs = await in_thread(
         lambda: srv.jobs.list(
             queue=queue,
             owner=owner,
@@ -832,7 +829,7 @@ async def get_jobs(srv: IppServer, ctx: Context) -> IppMessage:
 async def get_printer_attributes(srv: IppServer, ctx: Context) -> IppMessage:
     assert ctx.queue is not None
     queue = ctx.queue
-    queued = await anyio.to_thread.run_sync(
+    queued = await in_thread(
         lambda: srv.jobs.count(
             queue=queue.name, states=[DbState.HELD, DbState.INCOMING, DbState.FAILED]
         )
@@ -862,7 +859,7 @@ async def hold_job(srv: IppServer, ctx: Context) -> IppMessage:
     srv._check_owner(ctx, job)
     hold_attr = ctx.op.get("job-hold-until")
     hold = srv._hold_value(hold_attr) if hold_attr is not None else "indefinite"
-    await anyio.to_thread.run_sync(srv.jobs.set_client_hold, job.id, hold or "indefinite")
+    await in_thread(srv.jobs.set_client_hold, job.id, hold or "indefinite")
     return _response(ctx)
 
 
@@ -870,7 +867,7 @@ async def release_job(srv: IppServer, ctx: Context) -> IppMessage:
     job = await srv._job(ctx)
     srv._check_owner(ctx, job)
     # Only the client's own hold goes: printing still waits for release at a printer.
-    await anyio.to_thread.run_sync(srv.jobs.set_client_hold, job.id, None)
+    await in_thread(srv.jobs.set_client_hold, job.id, None)
     return _response(
         ctx,
         Status.SUCCESSFUL_OK,

@@ -5,7 +5,7 @@
                                  |                 \\-> failed, "may have printed" (uncertain)
                                  \\--(whole file fails authentication)--> failed, kept for an admin
 
-Order of checks (DESIGN.md): the printer's health first when it blocks on error (Fast
+Order of checks (docs/release.md): the printer's health first when it blocks on error (Fast
 Release never blocks), then the whole spool file is verified before any byte reaches the
 printer, so a tampered, truncated or undecryptable file never produces a partial or
 zero-byte job. The claim (held -> releasing) is one conditional UPDATE, so two release
@@ -35,12 +35,13 @@ from spoolvault.db.models import PrinterMode, utcnow
 from spoolvault.errors import ClientError, Conflict, PrinterFailure, Refused, SpoolError
 from spoolvault.ipp.attributes import attributes_from_json
 from spoolvault.ipp.constants import Status
-from spoolvault.jobs.service import JobNotFound, JobService, check_pin, in_thread
+from spoolvault.jobs.service import JobNotFound, JobService, check_pin
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
 from spoolvault.printers.registry import PrinterNotFound, find_printer
 from spoolvault.settings import PRINT_ARCHIVING
 from spoolvault.spool.store import PlainSpool, Spool
+from spoolvault.util.threads import in_thread
 
 log = logging.getLogger(__name__)
 

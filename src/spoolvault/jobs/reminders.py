@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from spoolvault.audit import SYSTEM, Action, Outcome
 from spoolvault.db import Job, JobState, User
 from spoolvault.identity.cardkey import CardKey
-from spoolvault.jobs.service import JobService, in_thread
+from spoolvault.jobs.service import JobService
 from spoolvault.settings import (
     EXPIRY_REMINDER_MINUTES,
     PUBLIC_URL,
@@ -33,6 +33,7 @@ from spoolvault.settings import (
     SMTP_HOST,
     SMTP_PORT,
 )
+from spoolvault.util.threads import in_thread
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Jobs: intake (spool the document, then record the job), hold, cancel.
 
-One service used by every front end (IPP, raw 9100, LPD, and later the release stations
-and the REST API). The order of intake is what makes "durable before acknowledged" hold:
+One service used by every front end (IPP, raw 9100, LPD, the release stations, the REST
+API, the admin web interface and the command line). The order of intake is what makes
+"durable before acknowledged" hold:
 
 1. the document is received: whole in memory if it ends within its first MiB, else
    streamed into a spool writer (encrypted when the server's setting says so) a MiB at a
@@ -21,7 +22,6 @@ half-visible job.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -32,9 +32,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import ColumnElement, func, or_, select, true, update
@@ -58,12 +57,13 @@ from spoolvault.settings import (
 from spoolvault.spool.store import SpoolFile, SpoolStore, SpoolWriter
 from spoolvault.util.batch import BatchWorker, Waiter, settle, settled
 from spoolvault.util.fs import fsync_dir
+from spoolvault.util.threads import in_thread as in_thread  # re-exported for now
+from spoolvault.util.threads import start_in_thread
 
 log = logging.getLogger(__name__)
 # How often a Send-Document upload still arriving marks its job as alive (seconds; well
 # under multiple-operation-time-out).
 INCOMING_KEEPALIVE = 30.0
-T = TypeVar("T")
 
 # Hand the writer about this much at a time: big enough that thread hops cost nothing next
 # to the disk, small enough that memory stays flat whatever the job size.
@@ -81,20 +81,6 @@ _CANCEL_ACTIONS = {
     JobState.EXPIRED: Action.JOB_EXPIRE,
     JobState.ABORTED: Action.JOB_ABORT,
 }
-
-
-# The blocking steps' threads: a plain executor costs a third of anyio's to_thread per
-# call (no capacity limiter or cancel scope), and intake makes several calls per job.
-_WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=40, thread_name_prefix="spoolvault")
-
-
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking step in a worker thread, and wait for it to end even if cancelled.
-
-    Cancelling the awaiting task does not stop a thread: without the wait, clean-up code
-    (aborting a writer, deleting a file) would race the thread still using them.
-    """
-    return await settled(asyncio.get_running_loop().run_in_executor(_WORKERS, fn, *args))
 
 
 @dataclass(eq=False)
@@ -387,7 +373,7 @@ class JobService:
         with self._committing_lock:
             self._committing += 1
         try:
-            loop.run_in_executor(_WORKERS, commit_and_queue)
+            start_in_thread(commit_and_queue)
         except BaseException:
             with self._committing_lock:
                 self._committing -= 1
@@ -625,7 +611,7 @@ class JobService:
 
     async def add_document(self, job_id: int, sub: Submission, chunks: AsyncIterator[bytes]) -> Job:
         """Receive the document of an INCOMING job (IPP Send-Document); it becomes held."""
-        job = await anyio.to_thread.run_sync(self.get, job_id)
+        job = await in_thread(self.get, job_id)
         if job.state is not JobState.INCOMING:
             raise JobNotPossible(f"job {job_id} already has its document or is finished")
         # The time-out counts from this operation. A Send-Document right after its

@@ -3,8 +3,8 @@
 ``POST /api/v1/fast-release/{printer}`` with ``{"card_number": "..."}`` and the terminal's
 device token (``Authorization: Bearer``), registered for that printer: a token of another
 printer's device is refused (403). The card alone identifies the user (a tap; no PIN, by
-design). Fast Release never blocks on printer error (DESIGN.md): a printer in error still
-gets the jobs, and what it does not accept stays held with the reason. Each job's release
+design). Fast Release never blocks on printer error (docs/release.md): a printer in error
+still gets the jobs, and what it does not accept stays held with the reason. Each job's release
 is audited; so is every refused card or device.
 """
 
@@ -21,9 +21,10 @@ from spoolvault.errors import Refused
 from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
-from spoolvault.jobs.service import JobService, in_thread
+from spoolvault.jobs.service import JobService
 from spoolvault.release.access import releasable_at
 from spoolvault.release.mfd import device_dependency
+from spoolvault.util.threads import in_thread
 
 
 class FastReleaseIn(BaseModel):

@@ -28,13 +28,14 @@ from spoolvault.errors import Refused
 from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
-from spoolvault.jobs.service import JobService, in_thread
+from spoolvault.jobs.service import JobService
 from spoolvault.release.access import (
     cancel_for,
     releasable_at,
     release_for,
     visible_jobs,
 )
+from spoolvault.util.threads import in_thread
 
 _device_bearer = HTTPBearer(auto_error=False, scheme_name="device token")
 SESSION_HEADER = "X-Session-Token"

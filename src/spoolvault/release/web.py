@@ -52,7 +52,7 @@ from spoolvault.jobs.release import (
     ReleaseFailed,
     ReleaseService,
 )
-from spoolvault.jobs.service import JobNotFound, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobService
 from spoolvault.printers.health import Health
 from spoolvault.printers.registry import find_printer, list_printers
 from spoolvault.release.access import accessible_job
@@ -62,6 +62,7 @@ from spoolvault.settings import (
     RELEASE_STATION_CARD_PIN,
     RELEASE_STATION_IDLE_SECONDS,
 )
+from spoolvault.util.threads import in_thread
 from spoolvault.web.pages import PageSet, form_field, size
 from spoolvault.web.sessions import (
     SESSION_MAX_SECONDS,

@@ -44,13 +44,14 @@ from spoolvault.jobs.release import (
     ReleaseFailed,
     ReleaseService,
 )
-from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService
 from spoolvault.printers.health import Health
 from spoolvault.printers.registry import PrinterNotFound, add_printer, list_printers
 from spoolvault.servers.registry import job_report
 from spoolvault.servers.signing import Verifier
 from spoolvault.settings import SETTINGS
 from spoolvault.spool.format import VERSION as SPOOL_FORMAT_VERSION
+from spoolvault.util.threads import in_thread
 
 log = logging.getLogger(__name__)
 

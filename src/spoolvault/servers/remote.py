@@ -30,7 +30,7 @@ from spoolvault.jobs.release import (
     ReleaseFailed,
     ReleaseRefused,
 )
-from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService
 from spoolvault.printers.delivery import Delivered
 from spoolvault.printers.registry import PrinterNotFound, find_printer
 from spoolvault.servers.registry import (
@@ -40,6 +40,7 @@ from spoolvault.servers.registry import (
     printer_dict,
 )
 from spoolvault.servers.signing import AppKey
+from spoolvault.util.threads import in_thread
 
 RELEASE_TIMEOUT = httpx.Timeout(600.0, connect=5.0)  # a big job takes a while to send
 

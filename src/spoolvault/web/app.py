@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -31,7 +30,7 @@ from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
 from spoolvault.ipp.server import IppServer
 from spoolvault.jobs.release import ReleaseService
 from spoolvault.jobs.reminders import Reminders
-from spoolvault.jobs.service import JobService, housekeeping, in_thread
+from spoolvault.jobs.service import JobService, housekeeping
 from spoolvault.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from spoolvault.netaddr import HostPort
 from spoolvault.release.web import create_station
@@ -41,6 +40,7 @@ from spoolvault.servers.registry import register_app, touch_app
 from spoolvault.servers.remote import RemoteRelease
 from spoolvault.servers.signing import AppKey
 from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
+from spoolvault.util.threads import in_thread
 from spoolvault.web.hold import hold_routes
 
 APP_TOUCH_SECONDS = 60.0  # keeps this application server's key in heartbeat answers
@@ -137,18 +137,18 @@ def create_app(
     intake = role != "app"
 
     async def metrics(request: Request) -> Response:
-        body = await run_in_threadpool(jobs.metrics.exposition)
+        body = await in_thread(jobs.metrics.exposition)
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     async def health(request: Request) -> Response:
         try:
-            body = await run_in_threadpool(_health, rt, audit)
+            body = await in_thread(_health, rt, audit)
         except SpoolvaultError as exc:
             return JSONResponse({"status": "error", "detail": str(exc)}, status_code=503)
         return JSONResponse(body)
 
     async def home(request: Request) -> Response:
-        body = await run_in_threadpool(_health, rt, audit)
+        body = await in_thread(_health, rt, audit)
         rows = "".join(
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
             for k, v in body.items()

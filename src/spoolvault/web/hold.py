@@ -15,7 +15,8 @@ from starlette.routing import Route
 
 from spoolvault.identity.cardkey import CardKey
 from spoolvault.jobs.reminders import check_token, token_job_id
-from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService, in_thread
+from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService
+from spoolvault.util.threads import in_thread
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;"

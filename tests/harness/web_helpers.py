@@ -1,7 +1,7 @@
 """What the tests that drive a running server share besides conftest's fixtures: a server
 with a printer, its clients (the REST API, anonymous or as the administrator, a release
-session, IPP Print-Job), a printer's output, the login form, and the screenshots for the
-docs."""
+session, IPP Print-Job), a printer's output, the browser, the login form, and the
+screenshots for the docs."""
 
 from __future__ import annotations
 
@@ -15,15 +15,27 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-import ippeve
-from conftest import ADMIN, CHROMIUM, Server, start_server
+from harness import ippeve
+from harness.server import ADMIN, Server, job_group, new_request, start_server
 from spoolvault.ipp.codec import IppMessage, decode, encode
 from spoolvault.ipp.constants import Operation, Status, ValueTag
-from test_ipp_server import job_group, new_request
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, ViewportSize
 
+# Browser tests drive Debian's Chromium (Playwright's own download does not work here).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}  # the browser tests' window
 PASSWORD = "password-1"  # of every user that add_user creates
 SCREENSHOTS = os.environ.get("SPOOLVAULT_SCREENSHOTS")  # a directory for the docs' pictures
 NEEDS_CHROMIUM_AND_PRINTER = [  # the browser tests' pytestmark

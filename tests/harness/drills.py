@@ -16,7 +16,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,18 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-_TESTS = Path(__file__).resolve().parent.parent
-if str(_TESTS) not in sys.path:  # bench/soak.py imports this module from outside pytest
-    sys.path.insert(0, str(_TESTS))
-
-from conftest import SPOOLVAULT, Server, start_server  # noqa: E402
-from spoolvault.config import DataDir  # noqa: E402
-from spoolvault.db import FILE_STATES, Database, Job, JobState, database_url  # noqa: E402
-from spoolvault.errors import SpoolError  # noqa: E402
-from spoolvault.ipp.codec import IppMessage, IppParseError, decode, encode  # noqa: E402
-from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag  # noqa: E402
-from spoolvault.spool.keys import KeyFileProvider  # noqa: E402
-from spoolvault.spool.store import EncryptedSpool, PlainSpool  # noqa: E402
+from harness.server import SPOOLVAULT, Server, start_server
+from spoolvault.config import DataDir
+from spoolvault.db import FILE_STATES, Database, Job, JobState, database_url
+from spoolvault.errors import SpoolError
+from spoolvault.ipp.codec import IppMessage, IppParseError, decode, encode
+from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag
+from spoolvault.spool.keys import KeyFileProvider
+from spoolvault.spool.store import EncryptedSpool, PlainSpool
 
 # Never in a title, an owner or any metadata: only inside documents.
 MARKER = b"SVPLAINTEXT-7f3a"

@@ -18,7 +18,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from cupsd import free_port
+from harness.cupsd import free_port
 
 SLAPD = shutil.which("slapd") or ("/usr/sbin/slapd" if Path("/usr/sbin/slapd").exists() else None)
 SCHEMA_DIR = Path("/etc/ldap/schema")

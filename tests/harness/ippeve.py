@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cupsd import free_port
+from harness.cupsd import free_port
 from spoolvault.ipp.codec import IppMessage, decode, encode
 from spoolvault.ipp.constants import GroupTag, Operation, PrinterState, Status, ValueTag
 
