@@ -34,7 +34,7 @@ def jobs_list(
     owner: Annotated[str | None, typer.Option(help="Only this user's jobs.")] = None,
 ) -> None:
     """List jobs, newest first (an administrator's view: audited)."""
-    from spoolvault.audit import Action
+    from spoolvault.admin import actions
     from spoolvault.db import JobState
     from spoolvault.settings import HIDDEN_TITLE, HIDE_DOCUMENT_NAMES
 
@@ -43,7 +43,7 @@ def jobs_list(
     except ValueError as exc:
         fail(f"{exc} (one of: {', '.join(s.value for s in JobState)})")
     with services(data_dir, database) as (_, jobs, _):
-        found = jobs.list(owner=owner, states=states, newest_first=True)
+        found = actions.list_jobs(jobs, actor(), "spoolvault jobs list", owner=owner, states=states)
         hide = bool(jobs.settings()[HIDE_DOCUMENT_NAMES])
         table = Table("id", "owner", "title", "queue", "state", "bytes", "pages", "created (UTC)")
         for j in found:
@@ -58,9 +58,6 @@ def jobs_list(
                 j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             )
         out.print(table)
-        jobs.record_event(
-            actor(), Action.ADMIN_VIEW, detail=f"spoolvault jobs list: {len(found)} jobs"
-        )
 
 
 @jobs_app.command("cancel")
@@ -68,11 +65,11 @@ def jobs_cancel(
     job_id: int, data_dir: DataDirOpt = DEFAULT_DATA_DIR, database: DatabaseOpt = None
 ) -> None:
     """Cancel a held or failed job; its spool file is crypto-shredded."""
+    from spoolvault.admin import actions
 
-    who = actor()
     with services(data_dir, database) as (_, jobs, _):
         try:
-            job = jobs.cancel(job_id, reason=f"cancelled by {who}", actor=who)
+            job = actions.cancel_job(jobs, actor(), job_id)
         except SpoolvaultError as exc:
             fail(str(exc))
         out.print(f"job {job.id} {job.state.value}")
@@ -87,6 +84,7 @@ def jobs_release(
     database: DatabaseOpt = None,
 ) -> None:
     """Release a held job to a printer, as an administrator (verified, then sent)."""
+    from spoolvault.admin import actions
     from spoolvault.errors import ClientError
     from spoolvault.jobs.release import ReleaseFailed
 
@@ -94,7 +92,7 @@ def jobs_release(
 
         async def go() -> Any:
             try:
-                return await release.release(job_id, printer, actor=actor(), is_admin=True)
+                return await actions.release_job(release, actor(), job_id, printer)
             finally:
                 await release.drain()
 

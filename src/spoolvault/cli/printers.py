@@ -62,28 +62,24 @@ def printer_add(
     ] = None,
 ) -> None:
     """Add a printer; its queue is /printers/NAME."""
-    from spoolvault.audit import Action
-    from spoolvault.printers.registry import add_printer
+    from spoolvault.admin import actions
 
-    with services(data_dir, database) as (rt, jobs, _):
+    fields = {
+        "name": name,
+        "uri": uri,
+        "mode": mode,
+        "group": group,
+        "block_release_on_error": block_release_on_error,
+        "snmp_community": snmp_community,
+        "snmp_host": snmp_host,
+        "snmp_port": snmp_port,
+        "hold_timeout_minutes": hold_timeout_minutes,
+    }
+    with services(data_dir, database) as (_, jobs, _):
         try:
-            printer = add_printer(
-                rt.db,
-                name=name,
-                uri=uri,
-                mode=mode,
-                group=group,
-                block_release_on_error=block_release_on_error,
-                snmp_community=snmp_community,
-                snmp_host=snmp_host,
-                snmp_port=snmp_port,
-                hold_timeout_minutes=hold_timeout_minutes,
-            )
+            printer = actions.add_printer(jobs, actor(), fields)
         except SpoolvaultError as exc:
             fail(str(exc))
-        jobs.record_event(
-            actor(), Action.PRINTER_CHANGE, printer=name, detail=f"added {printer.uri}"
-        )
         out.print(_printer_table([printer]))
         queued_note(jobs)
 
@@ -116,8 +112,7 @@ def printer_set(
     ] = False,
 ) -> None:
     """Change a printer's settings (only those given)."""
-    from spoolvault.audit import Action
-    from spoolvault.printers.registry import update_printer
+    from spoolvault.admin import actions
 
     given = {
         "uri": uri,
@@ -136,12 +131,11 @@ def printer_set(
         changes["hold_timeout_minutes"] = None
     if not changes:
         fail("nothing to change: give at least one option (see --help)")
-    with services(data_dir, database) as (rt, jobs, _):
+    with services(data_dir, database) as (_, jobs, _):
         try:
-            printer, detail = update_printer(rt.db, name, changes)
+            printer = actions.change_printer(jobs, actor(), name, changes)
         except SpoolvaultError as exc:
             fail(str(exc))
-        jobs.record_event(actor(), Action.PRINTER_CHANGE, printer=name, detail=detail)
         out.print(_printer_table([printer]))
         queued_note(jobs)
 
@@ -151,14 +145,12 @@ def printer_remove(
     name: str, data_dir: DataDirOpt = DEFAULT_DATA_DIR, database: DatabaseOpt = None
 ) -> None:
     """Remove a printer (refused while jobs are held on its queue)."""
-    from spoolvault.audit import Action
-    from spoolvault.printers.registry import remove_printer
+    from spoolvault.admin import actions
 
-    with services(data_dir, database) as (rt, jobs, _):
+    with services(data_dir, database) as (_, jobs, _):
         try:
-            remove_printer(rt.db, name)
+            actions.remove_printer(jobs, actor(), name)
         except SpoolvaultError as exc:
             fail(str(exc))
-        jobs.record_event(actor(), Action.PRINTER_CHANGE, printer=name, detail="removed")
         out.print(f"printer {escape(name)} removed")
         queued_note(jobs)

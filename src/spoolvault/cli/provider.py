@@ -181,13 +181,14 @@ async def _drain(
 ) -> None:
     import functools
 
+    from spoolvault.admin import actions
     from spoolvault.jobs.service import in_thread
 
     try:
         for job in await in_thread(_encrypted_held, rt):
             try:
                 if printer is not None:
-                    done = await release.release(job.id, printer, actor=actor, is_admin=True)
+                    done = await actions.release_job(release, actor, job.id, printer)
                     out.print(
                         f"job {job.id}: released to {printer} ({done.delivered.detail})",
                         highlight=False,
@@ -195,10 +196,11 @@ async def _drain(
                 else:
                     await in_thread(
                         functools.partial(
-                            jobs.cancel,
+                            actions.cancel_job,
+                            jobs,
+                            actor,
                             job.id,
                             reason="cancelled before a downgrade (provider drain)",
-                            actor=actor,
                         )
                     )
                     out.print(f"job {job.id}: cancelled", highlight=False)

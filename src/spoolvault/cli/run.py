@@ -54,7 +54,7 @@ def _bind(addr: HostPort, flag: str, *, reset: bool = False) -> socket.socket:
 
 @dataclass(frozen=True)
 class Listeners:
-    """What `run` listens on and announces (CONTRACT.md: spoolvault run)."""
+    """What `run` listens on and announces (docs/configuration.md)."""
 
     http: HostPort
     raw: HostPort | None

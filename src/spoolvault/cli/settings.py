@@ -59,32 +59,15 @@ def settings_set(
     server: ServerOpt = "primary",
 ) -> None:
     """Change one setting of a server (e.g. `settings set hold_timeout_minutes 60`)."""
-    from spoolvault.audit import (
-        Action,
-        Outcome,
-        describe_refused_settings,
-        describe_settings_change,
-    )
-    from spoolvault.errors import ClientError
+    from spoolvault.admin import actions
     from spoolvault.settings import BY_NAME
 
-    setting = BY_NAME.get(name)
-    if setting is None:
+    if name not in BY_NAME:
         fail(f"unknown setting {name!r} (known: {', '.join(sorted(BY_NAME))})")
-    with services(data_dir, database) as (rt, jobs, _):
+    with services(data_dir, database) as (_, jobs, _):
         try:
-            parsed = setting.parse(value)
-            old = rt.db.get_settings(server)
-            new = rt.db.update_settings(server, {name: parsed})
-        except ClientError as exc:
-            detail = describe_refused_settings(server, [name], str(exc))
-            jobs.record_event(
-                actor(), Action.SETTINGS_CHANGE, outcome=Outcome.REFUSED, detail=detail
-            )
-            fail(str(exc))
+            detail = actions.set_setting(jobs, actor(), server, name, value)
         except SpoolvaultError as exc:
             fail(str(exc))
-        detail = describe_settings_change(server, old, new, [name])
-        jobs.record_event(actor(), Action.SETTINGS_CHANGE, detail=detail)
         out.print(detail, highlight=False)
         queued_note(jobs)

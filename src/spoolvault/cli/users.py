@@ -27,6 +27,9 @@ from spoolvault.cli.common import (
 from spoolvault.errors import OperatorError, SpoolvaultError
 
 if TYPE_CHECKING:
+    from spoolvault.audit import Action
+    from spoolvault.config import DataDir
+    from spoolvault.db import Database
     from spoolvault.identity import Users
 
 user_app = typer.Typer(
@@ -35,30 +38,40 @@ user_app = typer.Typer(
 )
 
 
+class _OfflineAudit:
+    """Where a user verb's audit event goes: recorded by the command itself when no server
+    runs, else queued for the running server (`record_offline`); not recorded is an error."""
+
+    def __init__(self, data: DataDir, db: Database) -> None:
+        from spoolvault.audit import audit_path
+
+        self.audit_file = audit_path(data.root)
+        self.db = db
+
+    def record_event(self, actor: str, action: Action, **details: Any) -> None:
+        from spoolvault.audit import record_offline
+
+        record_offline(self.audit_file, self.db, actor, action, **details)
+
+
 @contextlib.contextmanager
-def _users(data_dir: Path, database: str | None) -> Iterator[Users]:
-    """The data directory's users, with its card secret (server running or not)."""
+def _users(data_dir: Path, database: str | None) -> Iterator[tuple[Users, _OfflineAudit]]:
+    """The data directory's users, with its card secret, and where their changes are
+    audited (server running or not)."""
     from spoolvault.identity import Users, open_card_key
 
     with open_database(data_dir, database) as (data, db):
-        yield Users(db, open_card_key(data.root, db))
-
-
-def _audit_users(data_dir: Path, database: str | None, detail: str) -> None:
-    """A ``user.change`` event by ``cli:<login>`` (queued for a running server)."""
-    from spoolvault.audit import Action, audit_path, record_offline
-
-    with open_database(data_dir, database) as (data, db):
-        record_offline(audit_path(data.root), db, actor(), Action.USER_CHANGE, detail=detail)
+        yield Users(db, open_card_key(data.root, db)), _OfflineAudit(data, db)
 
 
 def _update_user(
     data_dir: Path, database: str | None, username: str, field: str, value: str | None
 ) -> None:
     """Set one credential of a user (None removes it) and record which in the audit log."""
-    with _users(data_dir, database) as users:
-        users.update(username, {field: value})
-    _audit_users(data_dir, database, f"{username}: {field}")
+    from spoolvault.admin import actions
+
+    with _users(data_dir, database) as (users, audit):
+        actions.change_user(audit, users, actor(), username, {field: value})
 
 
 def _secret(name: str, confirm: bool = True) -> str:
@@ -99,7 +112,7 @@ def user_add(
     admin: Annotated[bool, typer.Option("--admin", help="Make an administrator.")] = False,
 ) -> None:
     """Create a local user."""
-    from spoolvault.admin.actions import changed_fields
+    from spoolvault.admin import actions
 
     try:
         fields: dict[str, object] = {}
@@ -119,9 +132,8 @@ def user_add(
             fields["groups"] = group
         if admin:
             fields["is_admin"] = True
-        with _users(data_dir, database) as users:
-            users.add(username, fields)
-        _audit_users(data_dir, database, f"created {username}: {changed_fields(set(fields))}")
+        with _users(data_dir, database) as (users, audit):
+            actions.add_user(audit, users, actor(), username, fields)
     except SpoolvaultError as exc:
         fail(str(exc))
     _print_user_done("added", username)
@@ -131,7 +143,7 @@ def user_add(
 def user_list(data_dir: DataDirOpt = DEFAULT_DATA_DIR, database: DatabaseOpt = None) -> None:
     """List users: names, groups, delegates, and which credentials are set (never values)."""
     try:
-        with _users(data_dir, database) as users:
+        with _users(data_dir, database) as (users, _):
             found = users.list()
     except SpoolvaultError as exc:
         fail(str(exc))
@@ -205,16 +217,11 @@ def user_import(
     ] = False,
 ) -> None:
     """Import users from CSV: every line checked first; on any error nothing is imported."""
-    from spoolvault.identity.csvimport import import_file
+    from spoolvault.admin import actions
 
     try:
-        with _users(data_dir, database) as users:
-            result = import_file(users, file, update=update)
-        _audit_users(
-            data_dir,
-            database,
-            f"imported {file.name}: {len(result.added)} added, {len(result.updated)} updated",
-        )
+        with _users(data_dir, database) as (users, audit):
+            result = actions.import_users(audit, users, actor(), file, update=update)
     except SpoolvaultError as exc:
         fail(str(exc), code=1)
     out.print(
@@ -251,7 +258,8 @@ def user_ldap_sync(
     group_filter: Annotated[str | None, typer.Option("--group-filter")] = None,
 ) -> None:
     """Create, update and disable users, and set directory groups, from LDAP or AD."""
-    from spoolvault.identity.ldap import LdapConfig, sync
+    from spoolvault.admin import actions
+    from spoolvault.identity.ldap import LdapConfig
 
     options: dict[str, Any] = {
         "bind_dn": bind_dn,
@@ -273,9 +281,8 @@ def user_ldap_sync(
         else LdapConfig(url=url, base_dn=base_dn, **given)
     )
     try:
-        with _users(data_dir, database) as users:
-            result = sync(users, cfg)
-        _audit_users(data_dir, database, f"synced {url}: {result.summary()}")
+        with _users(data_dir, database) as (users, audit):
+            result = actions.sync_directory(audit, users, actor(), cfg)
     except SpoolvaultError as exc:
         fail(str(exc))
     for line in result.skipped:
@@ -294,10 +301,13 @@ def user_delegate(
     database: DatabaseOpt = None,
 ) -> None:
     """Let exactly these users and groups release OWNER's jobs (none given: nobody)."""
+    from spoolvault.admin import actions
+
     try:
-        with _users(data_dir, database) as users:
-            info = users.set_delegates(owner, to or [], group or [])
-        _audit_users(data_dir, database, f"{owner}: delegates")
+        with _users(data_dir, database) as (users, audit):
+            info = actions.set_delegates(
+                audit, users, actor(), owner, to or [], group or [], name_them=False
+            )
     except SpoolvaultError as exc:
         fail(str(exc))
     who = [*info.delegates, *(f"group {g}" for g in info.delegate_groups)]
