@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from harness import cupsd
 from harness.server import Server, ipp_request, job_group, new_request, spoolvault, start_server
+from spoolvault.admin.actions import describe_refused_settings, describe_settings_change
 from spoolvault.audit import (
     GENESIS,
     Action,
@@ -32,8 +33,6 @@ from spoolvault.audit import (
     Event,
     Outcome,
     audit_path,
-    describe_refused_settings,
-    describe_settings_change,
     list_events,
     verify,
 )

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from harness.server import start_server
-from spoolvault.cli import _bind
+from spoolvault.cli.run import _bind
 from spoolvault.db import Database, Job, JobState, database_url
 from spoolvault.intake import IntakeServer, clean_text
 from spoolvault.intake.lpd import (

@@ -92,12 +92,9 @@ FAST_RELEASE_NOTE = (
     "Fast Release terminals cannot block: a card tap releases all of the user's jobs at "
     "once, whatever the printer's state."
 )
-# String settings whose names say they hold a secret (the audit log's rule: these words)
-# are write-only on the page, like passwords.
-_SECRET_WORDS = frozenset({"password", "secret", "pin", "token", "key", "credential"})
-SECRET_SETTINGS = frozenset(
-    s.name for s in SETTINGS if s.type is str and _SECRET_WORDS & set(s.name.split("_"))
-)
+# String settings whose names say they hold a secret (the audit log's rule) are
+# write-only on the page, like passwords.
+SECRET_SETTINGS = frozenset(s.name for s in SETTINGS if s.type is str and actions.is_secret(s.name))
 MODES = {
     PrinterMode.HOLD.value: "hold: jobs wait until their owner releases them",
     PrinterMode.ADMIN_RELEASE.value: "admin-release: only an administrator releases jobs",
@@ -580,15 +577,15 @@ class AdminPages(PageSet):
                 session.flash = await self._cancel(session.user, job_id)
             return self._redirect(here)
         found = await in_thread(
-            lambda: self.jobs.list(
+            lambda: actions.list_jobs(
+                self.jobs,
+                session.user,
+                "admin web interface",
+                what="held jobs",
                 owner=owner,
                 states=(JobState.HELD, JobState.FAILED),
                 limit=MAX_LISTED,
-                newest_first=True,
             )
-        )
-        await self._record(
-            session.user, Action.ADMIN_VIEW, detail=f"admin web interface: {len(found)} held jobs"
         )
         hide = bool((await in_thread(self.jobs.settings))[HIDE_DOCUMENT_NAMES])
         timeouts = await in_thread(self.jobs.hold_timeouts)
@@ -626,7 +623,7 @@ class AdminPages(PageSet):
         if not target:
             return Notice(f"Job {job_id}: choose a printer first.", ok=False)
         try:
-            done = await self.release.release(job_id, target, actor=actor, is_admin=True)
+            done = await actions.release_job(self.release, actor, job_id, target)
         except PrinterBlocked as exc:
             return Notice(
                 f"Job {job_id} not sent, still held: {target} is in error ({exc.health.message}).",
@@ -642,9 +639,9 @@ class AdminPages(PageSet):
         )
 
     async def _cancel(self, actor: str, job_id: int) -> Notice:
-        reason = f"cancelled by {actor} in the admin web interface"
+        where = "in the admin web interface"
         try:
-            await in_thread(lambda: self.jobs.cancel(job_id, reason=reason, actor=actor))
+            await in_thread(lambda: actions.cancel_job(self.jobs, actor, job_id, where=where))
         except Refused as exc:
             return Notice(f"Job {job_id} not cancelled: {exc}", ok=False)
         return Notice(f"Job {job_id} cancelled; its spool file is destroyed.")
@@ -671,7 +668,7 @@ class AdminPages(PageSet):
                 fields["is_admin"] = True
             try:
                 await in_thread(
-                    actions.add_user, self.jobs, self.identity, session.user, username, fields
+                    actions.add_user, self.jobs, self.identity.users, session.user, username, fields
                 )
             except Refused as exc:
                 error = f"Not added: {exc}"
@@ -744,14 +741,19 @@ class AdminPages(PageSet):
         said = []
         if fields:
             await in_thread(
-                actions.change_user, self.jobs, self.identity, session.user, info.username, fields
+                actions.change_user,
+                self.jobs,
+                self.identity.users,
+                session.user,
+                info.username,
+                fields,
             )
             said.append(actions.changed_fields(set(fields)))
         if users != info.delegates or groups_ != info.delegate_groups:
             await in_thread(
                 actions.set_delegates,
                 self.jobs,
-                self.identity,
+                self.identity.users,
                 session.user,
                 info.username,
                 users,

@@ -414,7 +414,7 @@ def create_api(
     async def create_user(body: UserIn, user: Annotated[str, Depends(admin)]) -> UserOut:
         """Create a user; card numbers, PINs and passwords are stored hashed only."""
         fields = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"username"})
-        info = await in_thread(actions.add_user, jobs, identity, user, body.username, fields)
+        info = await in_thread(actions.add_user, jobs, identity.users, user, body.username, fields)
         return _user_out(info)
 
     @api.get("/users", response_model=list[UserOut])
@@ -431,7 +431,7 @@ def create_api(
     ) -> UserOut:
         """Set or clear a user's card, PIN, password, ID number, name, e-mail, groups."""
         fields = body.model_dump(exclude_unset=True)
-        info = await in_thread(actions.change_user, jobs, identity, user, username, fields)
+        info = await in_thread(actions.change_user, jobs, identity.users, user, username, fields)
         return _user_out(info)
 
     @api.put("/users/{username}/delegates", response_model=DelegatesOut)
@@ -440,15 +440,14 @@ def create_api(
     ) -> DelegatesOut:
         """Exactly these users and groups' members may release ``username``'s jobs."""
         info = await in_thread(
-            actions.set_delegates, jobs, identity, user, username, body.users, body.groups
+            actions.set_delegates, jobs, identity.users, user, username, body.users, body.groups
         )
         return DelegatesOut(users=info.delegates, groups=info.delegate_groups)
 
     @api.get("/jobs", response_model=list[JobOut])
     async def get_jobs(user: Annotated[str, Depends(admin)]) -> list[JobOut]:
-        found = await in_thread(lambda: jobs.list(newest_first=True))
+        found = await in_thread(actions.list_jobs, jobs, user, "GET /api/v1/jobs")
         up = await in_thread(availability, db)
-        await record(user, Action.ADMIN_VIEW, detail=f"GET /api/v1/jobs: {len(found)} jobs")
         hide = bool((await in_thread(jobs.settings))[HIDE_DOCUMENT_NAMES])
         return [_job_out(j, up, hide_title=hide) for j in found]
 
@@ -660,9 +659,9 @@ def create_api(
         body: DelegatesIn, user: Annotated[str, Depends(station_user)]
     ) -> DelegatesOut:
         """Let exactly these users, and these groups' members, release my jobs."""
-        info = await in_thread(identity.users.set_delegates, user, body.users, body.groups)
-        detail = f"{user} delegates to users {info.delegates}, groups {info.delegate_groups}"
-        await record(user, Action.USER_CHANGE, detail=detail)
+        info = await in_thread(
+            actions.set_delegates, jobs, identity.users, user, user, body.users, body.groups
+        )
         return DelegatesOut(users=info.delegates, groups=info.delegate_groups)
 
     api.include_router(

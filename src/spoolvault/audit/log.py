@@ -104,8 +104,6 @@ class Outcome(StrEnum):
 # The event fields, in the order people read them; a line has these plus "hash".
 FIELDS: Final = ("id", "at", "actor", "action", "job_id", "printer", "outcome", "detail", "prev")
 _LINE_KEYS: Final = frozenset({*FIELDS, "hash"})
-# Setting names with these words never have their values recorded.
-_SECRET_WORDS: Final = frozenset({"password", "secret", "pin", "token", "key", "credential"})
 
 
 @dataclass(frozen=True)
@@ -400,30 +398,6 @@ def new_event(
         hash="",
     )
     return dataclasses.replace(event, hash=event.computed_hash())
-
-
-def _secret(name: str) -> bool:
-    return bool(_SECRET_WORDS & set(name.lower().split("_")))
-
-
-def describe_settings_change(
-    server: str, old: Mapping[str, object], new: Mapping[str, object], names: list[str]
-) -> str:
-    """``server primary: hold_timeout_minutes 240 -> 30, ...``; secret-like values hidden."""
-    parts = []
-    for name in names:
-        if _secret(name):
-            parts.append(f"{name} changed (value not recorded)")
-        else:
-            parts.append(f"{name} {json.dumps(old.get(name))} -> {json.dumps(new.get(name))}")
-    return f"server {server}: " + ", ".join(parts)
-
-
-def describe_refused_settings(server: str, names: list[str], reason: str) -> str:
-    """The names and why; the reason may quote a value, so not for secret-like names."""
-    if any(_secret(name) for name in names):
-        reason = "refused (reason not recorded: it may quote a secret value)"
-    return f"server {server}: {', '.join(names) or 'nothing'}: {reason}"
 
 
 # -- reading the file backwards (start-up needs only its end) ----------------------------
