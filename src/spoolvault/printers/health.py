@@ -51,15 +51,8 @@ from pysnmp.proto.rfc1902 import Null, ObjectName  # type: ignore[import-untyped
 from spoolvault.ipp.codec import IppMessage, encode
 from spoolvault.ipp.constants import GroupTag, Operation, PrinterState, Status, ValueTag
 from spoolvault.ipp.constants import status_name as ipp_status_name
-from spoolvault.printers.http import (
-    Answer,
-    BadAnswer,
-    Exchange,
-    ipp_answer,
-    ipp_request,
-    os_reason,
-    printer_tls,
-)
+from spoolvault.printers import http
+from spoolvault.printers.http import BadAnswer
 from spoolvault.printers.uri import PrinterUri, parse_printer_uri
 
 __all__ = [
@@ -338,22 +331,22 @@ def _endpoint(uri: str) -> PrinterUri:
 
 
 def _ipp_request(uri: str, version: tuple[int, int]) -> bytes:
-    msg = ipp_request(Operation.GET_PRINTER_ATTRIBUTES, version, 1, uri, "spoolvault")
+    msg = http.ipp_request(Operation.GET_PRINTER_ATTRIBUTES, version, 1, uri, "spoolvault")
     msg.operation.add("requested-attributes", ValueTag.KEYWORD, *_REQUESTED)
     return encode(msg)
 
 
-async def _post(endpoint: PrinterUri, body: bytes, timeout: float) -> Answer:
+async def _post(endpoint: PrinterUri, body: bytes, timeout: float) -> http.Answer:
     """One HTTP/1.1 POST of an IPP request on a connection of its own."""
     reader, writer = await asyncio.open_connection(
         endpoint.host,
         endpoint.port,
-        ssl=printer_tls() if endpoint.tls else None,
+        ssl=http.printer_tls() if endpoint.tls else None,
         server_hostname=endpoint.host if endpoint.tls else None,
         ssl_handshake_timeout=timeout if endpoint.tls else None,
     )
     try:
-        exchange = Exchange(endpoint, length=len(body))
+        exchange = http.Exchange(endpoint, length=len(body))
         writer.write(exchange.head() + exchange.data(body) + exchange.end())
         await writer.drain()
         return await exchange.answer(reader, max_body=_MAX_RESPONSE)
@@ -375,7 +368,7 @@ async def _get_printer_attributes(uri: str, timeout: float) -> IppMessage:
             continue
         if answer.status != 200:
             raise BadAnswer(f"HTTP {answer.status} to Get-Printer-Attributes")
-        msg = ipp_answer(answer)
+        msg = http.ipp_answer(answer)
         if msg.code == Status.SERVER_ERROR_VERSION_NOT_SUPPORTED and version == (2, 0):
             version = (1, 1)  # an IPP/1.1-only printer
             continue
@@ -456,7 +449,7 @@ async def _ipp_probe(uri: str, timeout: float, blocking: frozenset[str]) -> _Pro
     except BadAnswer as exc:
         return _Probe("unknown", failure=f"IPP: {exc}")
     except OSError as exc:  # refused, reset, unroutable, name not found, TLS (ssl.SSLError)
-        return _offline(os_reason(exc), "ipp")
+        return _offline(http.os_reason(exc), "ipp")
     return _interpret_ipp(msg, blocking)
 
 
@@ -580,7 +573,7 @@ async def _tcp_probe(host: str, port: int, timeout: float) -> _Probe:
     except TimeoutError:
         return _offline(f"no answer within {timeout:g} s", "none")
     except OSError as exc:
-        return _offline(os_reason(exc), "none")
+        return _offline(http.os_reason(exc), "none")
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

@@ -153,19 +153,20 @@ class Exchange:
         that unreachable, delivery something else.
         """
         response: h11.Response | None = None
+        heard = False  # a whole head (a 1xx one too) arrived
         body = bytearray()
         closed = False
         while True:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise self._bad(exc, response, closed) from None
+                raise self._bad(exc, heard, closed) from None
             if event is h11.NEED_DATA:
                 data = await reader.read(READ_SIZE)
                 closed = not data
                 self._h11.receive_data(data)
             elif isinstance(event, h11.Response):
-                response = event
+                response, heard = event, True
             elif isinstance(event, h11.Data):
                 if len(body) + len(event.data) > max_body:
                     raise BadAnswer(f"the printer's answer is longer than {max_body} bytes")
@@ -181,14 +182,13 @@ class Exchange:
             elif event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
                 # Neither comes before the end of the answer; here for completeness.
                 raise BadAnswer("the printer's answer ended unexpectedly")
-            # h11.InformationalResponse: 100 Continue and friends, the real answer follows
+            else:  # h11.InformationalResponse: 100 Continue and friends; the answer follows
+                heard = True
 
     @staticmethod
-    def _bad(
-        exc: h11.RemoteProtocolError, response: h11.Response | None, closed: bool
-    ) -> BadAnswer:
+    def _bad(exc: h11.RemoteProtocolError, heard: bool, closed: bool) -> BadAnswer:
         if closed:
-            if response is None:
+            if not heard:
                 return BadAnswer("the printer closed the connection without answering")
             return BadAnswer("the connection closed in the middle of the printer's answer")
         if exc.error_status_hint == 431:

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 from spoolvault.ipp.codec import Attribute
 from spoolvault.printers.delivery.appsocket import deliver_socket
-from spoolvault.printers.delivery.ipp import deliver_ipp
+from spoolvault.printers.delivery.ipp import IppDelivery
 from spoolvault.printers.delivery.lpd import deliver_lpd
 from spoolvault.printers.delivery.outcome import (
     Delivered,
@@ -106,7 +106,7 @@ async def deliver(
         tls = None
         if target.tls:
             tls = ssl_context if ssl_context is not None else printer_tls()
-        return await deliver_ipp(
+        return await IppDelivery(
             target,
             source,
             job_name=job_name,
@@ -117,7 +117,7 @@ async def deliver(
             busy_timeout=busy_timeout,
             connect_timeout=connect_timeout,
             io_timeout=io_timeout,
-        )
+        ).run()
     if attributes:
         log.info(
             "%s: %d job template attribute(s) cannot be sent over %s:// and are left out",

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from spoolvault.intake import clean_text
 from spoolvault.ipp.codec import Attribute, IppMessage, encode
 from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag, status_name
+from spoolvault.printers import http
 from spoolvault.printers.delivery.outcome import Delivered, DeliveryFailed
 from spoolvault.printers.delivery.wire import (
     WRITE_SIZE,
@@ -52,14 +53,7 @@ from spoolvault.printers.delivery.wire import (
     first_chunk,
     open_document,
 )
-from spoolvault.printers.http import (
-    Answer,
-    BadAnswer,
-    Exchange,
-    ipp_answer,
-    ipp_request,
-    os_reason,
-)
+from spoolvault.printers.http import BadAnswer, Exchange
 from spoolvault.printers.uri import PrinterUri
 
 log = logging.getLogger(__package__)
@@ -105,7 +99,7 @@ _OPERATION_NAMES = frozenset(
         "document-format",
     }
 )
-MIME_RE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*(;.*)?")
+_MIME_RE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*(;.*)?")
 
 
 @dataclass
@@ -127,10 +121,10 @@ async def _read_reply(exchange: Exchange, reader: asyncio.StreamReader) -> _Repl
     """Read the printer's answer and decode its IPP body if it is a 200; BadAnswer if
     there is none to use."""
     try:
-        answer: Answer = await exchange.answer(reader, max_body=MAX_ANSWER)
+        answer = await exchange.answer(reader, max_body=MAX_ANSWER)
     except OSError as exc:
-        raise BadAnswer(f"reading the printer's answer failed: {os_reason(exc)}") from None
-    ipp = ipp_answer(answer) if answer.status == 200 else None
+        raise BadAnswer(f"reading the printer's answer failed: {http.os_reason(exc)}") from None
+    ipp = http.ipp_answer(answer) if answer.status == 200 else None
     return _Reply(answer.status, answer.reason, answer.headers, ipp)
 
 
@@ -182,8 +176,12 @@ def _http_refusal(reply: _Reply, target: PrinterUri) -> DeliveryFailed:
     return DeliveryFailed(reason, retryable=code >= 500, status=status)
 
 
-class _IppDelivery:
-    """Print-Job with retries: one connection and one fresh document stream per attempt."""
+class IppDelivery:
+    """Print-Job with retries: one connection and one fresh document stream per attempt.
+
+    ValueError up front for a document format that is not a MIME type, or an attribute
+    that cannot be encoded; `run` delivers.
+    """
 
     def __init__(
         self,
@@ -199,6 +197,8 @@ class _IppDelivery:
         connect_timeout: float,
         io_timeout: float,
     ) -> None:
+        if not _MIME_RE.fullmatch(document_format):
+            raise ValueError(f"document_format {document_format!r} is not a MIME media type")
         self.target = target
         self.source = source
         self.job_name = clean_text(job_name) or "untitled"
@@ -223,7 +223,7 @@ class _IppDelivery:
 
     def _request(self, major: int, minor: int) -> bytes:
         # RFC 8011 §4.2.1: Print-Job, with the job's name and format after the common four.
-        msg = ipp_request(
+        msg = http.ipp_request(
             Operation.PRINT_JOB,
             (major, minor),
             secrets.randbelow(1 << 30) + 1,
@@ -497,33 +497,3 @@ class _PrintJob(Link):
             f"{self.target.display}: the connection failed after the printer accepted the "
             f"job and ({self.sent} bytes) was sent: {reason}; the printer may print it"
         )
-
-
-async def deliver_ipp(
-    target: PrinterUri,
-    source: DocumentSource,
-    *,
-    job_name: str,
-    user: str,
-    document_format: str,
-    attributes: Sequence[Attribute],
-    tls: ssl.SSLContext | None,
-    busy_timeout: float,
-    connect_timeout: float,
-    io_timeout: float,
-) -> Delivered:
-    """Print-Job to an ipp:// or ipps:// printer (``tls`` for ipps), with retries."""
-    if not MIME_RE.fullmatch(document_format):
-        raise ValueError(f"document_format {document_format!r} is not a MIME media type")
-    return await _IppDelivery(
-        target,
-        source,
-        job_name=job_name,
-        user=user,
-        document_format=document_format,
-        attributes=attributes,
-        tls=tls,
-        busy_timeout=busy_timeout,
-        connect_timeout=connect_timeout,
-        io_timeout=io_timeout,
-    ).run()
