@@ -547,6 +547,49 @@ def test_connection_dropped_mid_document_fails_retryable() -> None:
     assert "before the request was complete" in str(outcome)
 
 
+def _answer_after_the_request(answer: bytes) -> BaseException:
+    """Deliver to a printer that reads the whole request, then sends ``answer`` raw."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+            writer.write(answer)
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def body(port: int) -> BaseException:
+        uri = f"ipp://127.0.0.1:{port}/ipp/print"
+        try:
+            await deliver(uri, source_of(b"%PDF-1.7 tiny"), job_name="j", user="alice")
+        except (DeliveryFailed, DeliveryUncertain) as exc:
+            return exc
+        raise AssertionError("delivered on a malformed answer")
+
+    return run(with_server(handle, body))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Garbage\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",
+        b"SMTP ready\r\n\r\n",
+    ],
+    ids=["header-without-colon", "chunk-without-crlf", "not-http"],
+)
+def test_a_malformed_answer_to_the_whole_request_is_uncertain(answer: bytes) -> None:
+    outcome = _answer_after_the_request(answer)
+    assert isinstance(outcome, DeliveryUncertain), outcome
+    assert "the printer's answer is not valid HTTP/1.1" in str(outcome)
+    assert "the printer may print it" in str(outcome)
+
+
 # -- socket:// -----------------------------------------------------------------------------
 
 

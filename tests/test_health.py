@@ -311,6 +311,46 @@ def test_ipp_rules(
     assert health.conditions == tuple(r for r in reasons if r != "none")
 
 
+def _good_answer_made_malformed(fault: str) -> bytes:
+    """A healthy printer's answer, with one fault in its HTTP framing."""
+    answer = _ipp_answer(3, ["none"], True, chunked=fault == "chunk-without-crlf")
+    if fault == "chunk-without-crlf":
+        # The first chunk's data is followed by two bytes that are not its CRLF.
+        head, _, framed = answer.partition(b"\r\n\r\n")
+        size_line, _, rest = framed.partition(b"\r\n")
+        size = int(size_line, 16)
+        assert rest[size : size + 2] == b"\r\n"
+        return head + b"\r\n\r\n" + size_line + b"\r\n" + rest[:size] + b"XX" + rest[size + 2 :]
+    assert fault == "header-without-colon"
+    return answer.replace(b"Content-Type:", b"X-Garbage\r\nContent-Type:", 1)
+
+
+@pytest.mark.parametrize("fault", ["chunk-without-crlf", "header-without-colon"])
+def test_malformed_http_is_a_bad_answer_not_printer_state(fault: str) -> None:
+    """The one HTTP client is strict for health as for delivery: a chunk not followed by
+    its CRLF, or a header line that is not a field, makes the answer unusable (unknown),
+    even though the IPP message inside would say "idle"."""
+
+    async def scenario() -> Health:
+        async with http_peer(_good_answer_made_malformed(fault)) as port:
+            return await ipp_health(f"ipp://127.0.0.1:{port}/ipp/print", timeout=2)
+
+    health = run(scenario())
+    assert (health.state, health.in_error, health.source) == ("unknown", False, "none")
+    assert health.message.startswith("IPP: the printer's answer is not valid HTTP/1.1: ")
+
+
+def test_an_answer_cut_short_is_a_bad_answer() -> None:
+    async def scenario() -> Health:
+        whole = _ipp_answer(3, ["none"], True, chunked=False)
+        async with http_peer(whole[:-5]) as port:
+            return await ipp_health(f"ipp://127.0.0.1:{port}/ipp/print", timeout=2)
+
+    health = run(scenario())
+    assert (health.state, health.in_error, health.source) == ("unknown", False, "none")
+    assert health.message == "IPP: the connection closed in the middle of the printer's answer"
+
+
 def test_the_request_is_a_proper_get_printer_attributes() -> None:
     seen: list[bytes] = []
 

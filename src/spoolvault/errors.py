@@ -51,9 +51,12 @@ lives in another module is named here with its module.
     │                                             cannot tell whether it landed: the file is kept
     ├── PrinterFailure .......................... a printer did not take a job (502, device-error)
     │   ├── jobs.release.ReleaseFailed .......... the job is kept with the reason
-    │   └── printers.DeliveryError .............. what the delivery client saw
-    │       ├── printers.DeliveryFailed ......... nothing printed, safe to retry
-    │       └── printers.DeliveryUncertain ...... the printer may have it: never resent
+    │   ├── printers.delivery.DeliveryError ..... what the delivery client saw
+    │   │   ├── printers.delivery.DeliveryFailed  nothing printed, safe to retry
+    │   │   └── printers.delivery.DeliveryUncertain the printer may have it: never resent
+    │   └── printers.http.BadAnswer ............. a printer's HTTP answer is malformed, too
+    │                                             long or cut short (turned into a delivery
+    │                                             outcome or a health verdict inside printers)
     ├── audit.AuditError ........................ an event could not be recorded (logged)
     ├── OperatorError ........................... the installation is wrong (startup or CLI message)
     │   ├── ConfigError ......................... print-provider.conf or a flag is unusable

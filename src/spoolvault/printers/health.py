@@ -32,8 +32,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,9 +48,11 @@ from pysnmp.hlapi.v1arch.asyncio import (  # type: ignore[import-untyped]
 )
 from pysnmp.proto.rfc1902 import Null, ObjectName  # type: ignore[import-untyped]
 
-from spoolvault.ipp.codec import IppMessage, IppParseError, decode, encode
+from spoolvault.ipp.codec import IppMessage, encode
 from spoolvault.ipp.constants import GroupTag, Operation, PrinterState, Status, ValueTag
 from spoolvault.ipp.constants import status_name as ipp_status_name
+from spoolvault.printers import http
+from spoolvault.printers.http import BadAnswer
 from spoolvault.printers.uri import PrinterUri, parse_printer_uri
 
 __all__ = [
@@ -322,17 +322,6 @@ _REQUESTED = (
 _MAX_FORMATS = 64  # more document formats than any printer has: the rest is ignored
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Printers use self-signed certificates; a status read sends nothing secret and
-    # accepts nothing but state, so the certificate is not verified here.
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
 def _endpoint(uri: str) -> PrinterUri:
     """An ipp:// or ipps:// URI (RFC 3510, RFC 7472: default port 631), or ValueError."""
     endpoint = parse_printer_uri(uri)
@@ -342,105 +331,25 @@ def _endpoint(uri: str) -> PrinterUri:
 
 
 def _ipp_request(uri: str, version: tuple[int, int]) -> bytes:
-    msg = IppMessage(version, Operation.GET_PRINTER_ATTRIBUTES, 1)
-    op = msg.add_group(GroupTag.OPERATION)
-    # RFC 8011 §4.1.4: charset and natural language come first.
-    op.add("attributes-charset", ValueTag.CHARSET, "utf-8")
-    op.add("attributes-natural-language", ValueTag.NATURAL_LANGUAGE, "en")
-    op.add("printer-uri", ValueTag.URI, uri)
-    op.add("requesting-user-name", ValueTag.NAME, "spoolvault")
-    op.add("requested-attributes", ValueTag.KEYWORD, *_REQUESTED)
+    msg = http.ipp_request(Operation.GET_PRINTER_ATTRIBUTES, version, 1, uri, "spoolvault")
+    msg.operation.add("requested-attributes", ValueTag.KEYWORD, *_REQUESTED)
     return encode(msg)
 
 
-class _BadAnswer(Exception):
-    """The printer answered, but not with printer state (HTTP error, IPP error, garbage)."""
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    """Status code and headers (lower-case names) of one HTTP/1.1 response."""
-    while True:
-        try:
-            raw = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise _BadAnswer("HTTP headers too long") from None
-        lines = raw.decode("latin-1").split("\r\n")
-        status_line = lines[0].split(" ", 2)
-        if len(status_line) < 2 or not status_line[0].startswith("HTTP/"):
-            raise _BadAnswer(f"not an HTTP answer: {lines[0][:60]!r}")
-        try:
-            status = int(status_line[1])
-        except ValueError:
-            raise _BadAnswer(f"not an HTTP answer: {lines[0][:60]!r}") from None
-        if 100 <= status < 200:
-            continue  # 100 Continue and friends come before the real answer
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        return status, headers
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    """The response body: chunked, Content-Length or up to EOF, at most _MAX_RESPONSE bytes."""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = bytearray()
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BadAnswer("malformed chunked encoding") from None
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass  # trailers
-                return bytes(body)
-            if len(body) + size > _MAX_RESPONSE:
-                raise _BadAnswer(f"answer larger than {_MAX_RESPONSE} bytes")
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
-    if "content-length" in headers:
-        try:
-            length = int(headers["content-length"])
-        except ValueError:
-            raise _BadAnswer("malformed Content-Length") from None
-        if not 0 <= length <= _MAX_RESPONSE:
-            raise _BadAnswer(f"answer larger than {_MAX_RESPONSE} bytes")
-        return await reader.readexactly(length)
-    rest = bytearray()
-    while chunk := await reader.read(65536):
-        rest += chunk
-        if len(rest) > _MAX_RESPONSE:
-            raise _BadAnswer(f"answer larger than {_MAX_RESPONSE} bytes")
-    return bytes(rest)
-
-
-async def _post(endpoint: PrinterUri, body: bytes, timeout: float) -> tuple[int, bytes]:
+async def _post(endpoint: PrinterUri, body: bytes, timeout: float) -> http.Answer:
     """One HTTP/1.1 POST of an IPP request on a connection of its own."""
     reader, writer = await asyncio.open_connection(
         endpoint.host,
         endpoint.port,
-        ssl=_tls_context() if endpoint.tls else None,
+        ssl=http.printer_tls() if endpoint.tls else None,
         server_hostname=endpoint.host if endpoint.tls else None,
         ssl_handshake_timeout=timeout if endpoint.tls else None,
     )
     try:
-        head = (
-            f"POST {endpoint.path} HTTP/1.1\r\n"
-            f"Host: {endpoint.hostport}\r\n"
-            "Content-Type: application/ipp\r\n"
-            "Accept: application/ipp\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            "Connection: close\r\n"
-            "User-Agent: spoolvault\r\n\r\n"
-        )
-        writer.write(head.encode("latin-1") + body)
+        exchange = http.Exchange(endpoint, length=len(body))
+        writer.write(exchange.head() + exchange.data(body) + exchange.end())
         await writer.drain()
-        status, headers = await _read_head(reader)
-        return status, await _read_body(reader, headers)
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise _BadAnswer(f"the printer closed the connection mid-answer ({exc})") from None
+        return await exchange.answer(reader, max_body=_MAX_RESPONSE)
     finally:
         # A status read needs no orderly TLS shutdown: abort closes at once, even when the
         # printer has stopped talking, and leaves nothing behind on a cancelled poll.
@@ -451,47 +360,21 @@ async def _get_printer_attributes(uri: str, timeout: float) -> IppMessage:
     endpoint = _endpoint(uri)
     version = (2, 0)
     while True:
-        status, data = await _post(endpoint, _ipp_request(uri, version), timeout)
-        if status == 426 and not endpoint.tls:
+        answer = await _post(endpoint, _ipp_request(uri, version), timeout)
+        if answer.status == 426 and not endpoint.tls:
             # 426 Upgrade Required (RFC 7231 §6.5.15): this printer speaks IPP over TLS
             # only; CUPS-style servers accept TLS on the same port.
             endpoint = dataclasses.replace(endpoint, scheme="ipps")
             continue
-        if status != 200:
-            raise _BadAnswer(f"HTTP {status} to Get-Printer-Attributes")
-        try:
-            msg, _ = decode(data)
-        except IppParseError as exc:
-            raise _BadAnswer(f"not an IPP answer ({exc})") from None
+        if answer.status != 200:
+            raise BadAnswer(f"HTTP {answer.status} to Get-Printer-Attributes")
+        msg = http.ipp_answer(answer)
         if msg.code == Status.SERVER_ERROR_VERSION_NOT_SUPPORTED and version == (2, 0):
             version = (1, 1)  # an IPP/1.1-only printer
             continue
         if msg.code >= 0x0100:
-            raise _BadAnswer(f"Get-Printer-Attributes failed: {ipp_status_name(msg.code)}")
+            raise BadAnswer(f"Get-Printer-Attributes failed: {ipp_status_name(msg.code)}")
         return msg
-
-
-def _unreachable_reason(exc: BaseException) -> str:
-    """Why a connection failed, in a few words, from the innermost cause."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, ssl.SSLError):
-            return f"TLS failure ({cur.reason or cur})"
-        if isinstance(cur, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(cur, socket.gaierror):
-            return f"host not found ({cur.strerror})"
-        if isinstance(cur, OSError) and cur.strerror:
-            return cur.strerror[0].lower() + cur.strerror[1:]
-        cur = cur.__cause__ or cur.__context__
-    text = str(exc)
-    if "Connection refused" in text:
-        return "connection refused"
-    if "SSL" in text or "TLS" in text:
-        return f"TLS failure ({text})"
-    return text or type(exc).__name__
 
 
 _IPP_STATES: dict[int, State] = {
@@ -563,10 +446,10 @@ async def _ipp_probe(uri: str, timeout: float, blocking: frozenset[str]) -> _Pro
             msg = await _get_printer_attributes(uri, timeout)
     except TimeoutError:
         return _offline(f"no answer within {timeout:g} s", "ipp")
-    except _BadAnswer as exc:
+    except BadAnswer as exc:
         return _Probe("unknown", failure=f"IPP: {exc}")
     except OSError as exc:  # refused, reset, unroutable, name not found, TLS (ssl.SSLError)
-        return _offline(_unreachable_reason(exc), "ipp")
+        return _offline(http.os_reason(exc), "ipp")
     return _interpret_ipp(msg, blocking)
 
 
@@ -681,8 +564,6 @@ async def snmp_health(
 
 # --------------------------------------------------------------------------- combined
 
-_TCP_PORTS = {"socket": 9100, "lpd": 515}
-
 
 async def _tcp_probe(host: str, port: int, timeout: float) -> _Probe:
     """Without SNMP, a socket:// or lpd:// printer can only be told apart as reachable or not."""
@@ -692,7 +573,7 @@ async def _tcp_probe(host: str, port: int, timeout: float) -> _Probe:
     except TimeoutError:
         return _offline(f"no answer within {timeout:g} s", "none")
     except OSError as exc:
-        return _offline(_unreachable_reason(exc), "none")
+        return _offline(http.os_reason(exc), "none")
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -718,8 +599,7 @@ async def check(
     TCP connect check (refused or silent: offline).
     """
     blocked = frozenset(blocking)
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
+    scheme = urlsplit(uri).scheme.lower()
     if scheme in ("ipp", "ipps"):
         _endpoint(uri)  # raise on a malformed URI before anything starts
         ipp = _ipp_probe(uri, timeout, blocked)
@@ -727,15 +607,14 @@ async def check(
             return _health(await ipp)
         snmp = _snmp_probe(snmp_host, snmp_port, snmp_community, timeout, blocked)
         return _health(*await asyncio.gather(ipp, snmp))
-    if scheme in _TCP_PORTS:
-        if not parts.hostname:
-            raise ValueError(f"device URI {uri!r} names no host")
+    if scheme in ("socket", "lpd"):
+        target = parse_printer_uri(uri)
         if snmp_host:
             return _health(
                 await _snmp_probe(snmp_host, snmp_port, snmp_community, timeout, blocked)
             )
-        return _health(await _tcp_probe(parts.hostname, parts.port or _TCP_PORTS[scheme], timeout))
-    raise ValueError(f"device URI {uri!r}: no health check for scheme {parts.scheme!r}")
+        return _health(await _tcp_probe(target.host, target.port, timeout))
+    raise ValueError(f"device URI {uri!r}: no health check for scheme {scheme!r}")
 
 
 # --------------------------------------------------------------------------- cache
