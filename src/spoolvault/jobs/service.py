@@ -42,9 +42,9 @@ from spoolvault.archive import Archive
 from spoolvault.audit import SYSTEM, Action, AuditEntry, AuditLog, Outcome, QueuedAudit
 from spoolvault.db import CommitUnknown, Database, Job, JobState, Printer, brief_error
 from spoolvault.db.models import utcnow
+from spoolvault.documents.pages import PageCounter
 from spoolvault.errors import ClientError, Conflict, NotFound, Refused, SpoolError, SpoolWriteError
 from spoolvault.ipp.constants import Status
-from spoolvault.jobs.pages import PageCounter
 from spoolvault.metrics import Metrics
 from spoolvault.settings import (
     ARCHIVE_RETENTION_DAYS,
