@@ -36,7 +36,7 @@ from spoolvault.audit import (
     list_events,
     verify,
 )
-from spoolvault.audit.log import canonical
+from spoolvault.audit.events import canonical
 from spoolvault.db import AuditEvent, Database, JobState
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 from spoolvault.jobs.service import JobService, Submission
