@@ -69,13 +69,9 @@ from spoolvault.db import Job, JobState
 from spoolvault.documents.pjl import PjlInfo, PjlScanner
 from spoolvault.errors import ClientError, SpoolvaultError
 from spoolvault.intake import IntakeServer, close_connection, finish_durably, peer_host
-from spoolvault.jobs.service import (
-    UNKNOWN_OWNER,
-    JobNotFound,
-    JobNotPossible,
-    JobService,
-    Submission,
-)
+from spoolvault.jobs.errors import JobNotFound, JobNotPossible
+from spoolvault.jobs.intake import UNKNOWN_OWNER, Submission
+from spoolvault.jobs.service import JobService
 from spoolvault.settings import HIDDEN_TITLE, HIDE_DOCUMENT_NAMES, IPP_AUTHENTICATION_REQUIRED
 from spoolvault.spool.store import SpoolFile
 from spoolvault.util.text import MAX_NAME_BYTES, clean_text, decode_text

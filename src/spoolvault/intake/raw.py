@@ -30,7 +30,8 @@ from spoolvault.db import Job
 from spoolvault.documents.pjl import PjlScanner
 from spoolvault.errors import SpoolvaultError
 from spoolvault.intake import IntakeServer, close_connection, finish_durably, peer_host
-from spoolvault.jobs.service import UNKNOWN_OWNER, JobService, Submission
+from spoolvault.jobs.intake import UNKNOWN_OWNER, Submission
+from spoolvault.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 
