@@ -15,7 +15,8 @@ from harness.server import ADMIN, Server
 from harness.web_helpers import add_printer, client, submit, wait_for_files
 from spoolvault.archive import Archive, archive_dir
 from spoolvault.db import Database, Job, JobState, database_url
-from spoolvault.jobs.service import JobService, Submission
+from spoolvault.jobs.intake import Submission
+from spoolvault.jobs.service import JobService
 from spoolvault.runtime import Runtime
 from test_jobs import Clock, _chunks
 

@@ -36,10 +36,11 @@ from spoolvault.audit import (
     list_events,
     verify,
 )
-from spoolvault.audit.log import canonical
+from spoolvault.audit.events import canonical
 from spoolvault.db import AuditEvent, Database, JobState
 from spoolvault.ipp.constants import Operation, Status, ValueTag
-from spoolvault.jobs.service import JobService, Submission
+from spoolvault.jobs.intake import Submission
+from spoolvault.jobs.service import JobService
 from spoolvault.runtime import Runtime
 from test_db import pg_url  # noqa: F401 - the PostgreSQL fixture
 

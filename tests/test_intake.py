@@ -32,7 +32,8 @@ from sqlalchemy import select
 from harness.server import start_server
 from spoolvault.cli.run import _bind
 from spoolvault.db import Database, Job, JobState, database_url
-from spoolvault.intake import IntakeServer, clean_text
+from spoolvault.documents.pjl import MAX_LINE, SCAN_LIMIT, UEL, PjlScanner, scan
+from spoolvault.intake import IntakeServer
 from spoolvault.intake.lpd import (
     LpdError,
     LpdLimits,
@@ -41,11 +42,11 @@ from spoolvault.intake.lpd import (
     parse_subcommand,
     serve_lpd,
 )
-from spoolvault.intake.pjl import MAX_LINE, SCAN_LIMIT, UEL, PjlScanner, scan
 from spoolvault.intake.raw import RawLimits, serve_raw
 from spoolvault.jobs.service import JobService
 from spoolvault.netaddr import HostPort
 from spoolvault.runtime import Runtime
+from spoolvault.util.text import clean_text
 
 T = TypeVar("T")
 
@@ -203,7 +204,7 @@ def secret_body(size: int = 300_000) -> bytes:
 
 # -- PJL ----------------------------------------------------------------------------------
 
-# Headers as drivers send them (see the sources named in intake/pjl.py).
+# Headers as drivers send them (see the sources named in documents/pjl.py).
 HP_WINDOWS = (
     UEL + b"@PJL SET STRINGCODESET=UTF8\n"
     b'@PJL JOB NAME="Quarterly.docx"\n'

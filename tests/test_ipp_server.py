@@ -32,7 +32,7 @@ from spoolvault.config import DataDir
 from spoolvault.db import Database, Job, JobState, database_url
 from spoolvault.ipp.codec import IppMessage, StringWithLanguage, decode, encode
 from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag
-from spoolvault.jobs.service import check_pin
+from spoolvault.jobs.pins import pin_matches
 from spoolvault.spool.keys import KeyFileProvider
 from spoolvault.spool.store import EncryptedSpool
 
@@ -371,7 +371,7 @@ def test_pin_is_stored_only_as_a_hash(shared_server: Server) -> None:
     assert job_id is not None
     job = next(j for j in jobs_in(shared_server.data_dir) if j.id == job_id.value)
     assert job.pin_hash is not None and "4711" not in job.pin_hash
-    assert check_pin(job.pin_hash, "4711") and not check_pin(job.pin_hash, "4712")
+    assert pin_matches(job.pin_hash, "4711") and not pin_matches(job.pin_hash, "4712")
     reasons = job_group(resp).get("job-state-reasons")
     assert reasons is not None and "job-password-wait" in reasons.python_values
     # Shorter than job-password-length-supported (4): refused, and never echoed back.

@@ -20,8 +20,9 @@ from harness.db_faults import LostCommit, Unreachable, connection_lost
 from spoolvault.audit import Action, AuditLog, list_events
 from spoolvault.db import CommitUnknown, Job, JobState
 from spoolvault.errors import SpoolWriteError
-from spoolvault.jobs import service as service_module
-from spoolvault.jobs.service import JobService, Submission
+from spoolvault.jobs import intake as intake_module
+from spoolvault.jobs.intake import Submission
+from spoolvault.jobs.service import JobService
 from spoolvault.runtime import Runtime
 from spoolvault.settings import HIDDEN_TITLE
 from spoolvault.spool.store import SpoolFile, SpoolWriter
@@ -123,7 +124,7 @@ def test_a_printer_queue_can_override_the_hold_timeout(rt: Runtime) -> None:
 
 
 def test_an_owner_may_extend_a_hold_once(rt: Runtime) -> None:
-    from spoolvault.jobs.service import JobNotPossible
+    from spoolvault.jobs.errors import JobNotPossible
 
     clock = Clock()
     jobs = JobService(rt.db, rt.store, clock=clock)
@@ -335,7 +336,7 @@ def test_a_failed_directory_fsync_refuses_the_jobs_and_removes_their_files(
     def broken(directory: Path) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr("spoolvault.jobs.service.fsync_dir", broken)
+    monkeypatch.setattr("spoolvault.jobs.intake.fsync_dir", broken)
     jobs = JobService(rt.db, rt.store)
     with pytest.raises(SpoolWriteError, match=r"cannot sync the spool directory .*Input/output"):
         submit(jobs, "alice", b"%PDF-1.4 lost")
@@ -437,7 +438,7 @@ def test_a_document_still_arriving_keeps_its_job_from_the_stale_sweep(
     is still arriving, however long the upload takes."""
     clock = Clock()
     jobs = JobService(rt.db, rt.store, clock=clock)
-    monkeypatch.setattr(service_module, "INCOMING_KEEPALIVE", 0.0)  # alive at every chunk
+    monkeypatch.setattr(intake_module, "INCOMING_KEEPALIVE", 0.0)  # alive at every chunk
     timeout = timedelta(seconds=120)
     forgotten = jobs.create(Submission(owner="alice", queue="secure")).id
     uploading = jobs.create(Submission(owner="alice", queue="secure")).id
@@ -481,7 +482,7 @@ def test_a_send_document_right_after_its_create_job_costs_no_extra_write(
     sub = Submission(owner="alice", queue="secure")
     soon, late = jobs.create(sub).id, jobs.create(sub).id
     anyio.run(jobs.add_document, soon, sub, _chunks(b"%PDF-1.4 soon"))
-    clock.now += timedelta(seconds=service_module.INCOMING_KEEPALIVE + 1)
+    clock.now += timedelta(seconds=intake_module.INCOMING_KEEPALIVE + 1)
     anyio.run(jobs.add_document, late, sub, _chunks(b"%PDF-1.4 late"))
     assert marks == [late]
     assert jobs.get(soon).state is jobs.get(late).state is JobState.HELD

@@ -1,4 +1,4 @@
-"""The cheap page count (jobs/pages.py): right where it answers, unknown where it cannot tell."""
+"""The cheap page count (documents.pages): right where it answers, unknown where it cannot tell."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.ipptool import minimal_pdf, minimal_ps
-from spoolvault.jobs import pages
-from spoolvault.jobs.pages import HEAD_LIMIT, HEAD_STEP, PageCounter
+from spoolvault.documents import pages
+from spoolvault.documents.pages import HEAD_LIMIT, HEAD_STEP, PageCounter
 
 UEL = b"\x1b%-12345X"
 

@@ -20,8 +20,9 @@ from harness.server import ADMIN, jobs_in, start_server
 from harness.web_helpers import submit
 from spoolvault.identity import open_card_key
 from spoolvault.identity.users import Users
+from spoolvault.jobs.intake import Submission
 from spoolvault.jobs.reminders import Reminders, check_token, link_token
-from spoolvault.jobs.service import JobService, Submission
+from spoolvault.jobs.service import JobService
 from spoolvault.runtime import Runtime
 from test_jobs import Clock, _chunks
 

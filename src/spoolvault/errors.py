@@ -9,7 +9,7 @@ lives in another module is named here with its module.
     ├── Refused ................................. the request was not done; the answer says why
     │   ├── ClientError ......................... the request was wrong (400, bad-request)
     │   │   ├── NotFound ........................ no such thing, or not the caller's (404)
-    │   │   │   ├── jobs.service.JobNotFound
+    │   │   │   ├── jobs.errors.JobNotFound
     │   │   │   ├── printers.registry.PrinterNotFound
     │   │   │   ├── identity.users.UserNotFound
     │   │   │   ├── identity.devices.DeviceNotFound
@@ -18,7 +18,7 @@ lives in another module is named here with its module.
     │   │   │   ├── archive.NotArchived
     │   │   │   └── archive.NoPreview
     │   │   ├── Conflict ........................ not possible in its state (409, not-possible)
-    │   │   │   ├── jobs.service.JobNotPossible
+    │   │   │   ├── jobs.errors.JobNotPossible
     │   │   │   ├── jobs.release.ReleaseRefused
     │   │   │   ├── jobs.release.PrinterBlocked .. the printer is in error and blocks release
     │   │   │   ├── settings.SettingsConflict .... encryption and archiving both on
@@ -37,7 +37,7 @@ lives in another module is named here with its module.
     │   │   │                                     carries retry_after seconds (429 + Retry-After)
     │   │   ├── jobs.release.JobPinLocked ....... too many wrong PINs for one job (429)
     │   │   ├── jobs.release.JobPinRequired ..... a PIN job released without its PIN (403)
-    │   │   ├── jobs.service.JobTooLarge ........ over the size limit (413, entity-too-large)
+    │   │   ├── jobs.errors.JobTooLarge ......... over the size limit (413, entity-too-large)
     │   │   ├── identity.csvimport.ImportFailed . a user CSV with bad lines (nothing kept)
     │   │   ├── ipp.codec.IppParseError ......... a malformed IPP request (carries its IPP status)
     │   │   └── intake.lpd.LpdError ............. a malformed LPD command or control file

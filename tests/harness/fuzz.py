@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
+from spoolvault.documents.pjl import PjlScanner, scan
 from spoolvault.intake.lpd import LpdError, parse_command, parse_control_file, parse_subcommand
-from spoolvault.intake.pjl import PjlScanner, scan
 from spoolvault.ipp.codec import (
     Collection,
     IppMessage,

@@ -1,4 +1,4 @@
-"""The audit log: who did what to which job, on which printer, when, and how it ended.
+"""The audit log's writer: who did what to which job, on which printer, when, and how it ended.
 
 Every event is kept twice: as a row of ``audit_events`` (to query) and as a line of a
 hash-chained JSON-lines file, ``<data-dir>/audit/audit.jsonl`` (to prove history was not
@@ -22,6 +22,9 @@ crash the database may lack the file's last events (they are restored from the f
 start-up), and the file may end in a torn line (set aside to ``audit.jsonl.torn-<time>``);
 both are reported as an ``audit.recovered`` event.
 
+The events themselves are ``audit.events``; a command-line tool beside a running server
+queues its events (``audit.queue``); ``spoolvault audit verify`` is ``audit.verifier``.
+
 Recording never breaks the operation it records: a failure is logged at ERROR, the
 operation goes on, and ``AuditLog.status`` (shown by the health endpoint) says ``error``.
 """
@@ -29,94 +32,40 @@ operation goes on, and ``AuditLog.status`` (shown by the health endpoint) says `
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
-import re
-import secrets
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from sqlalchemy import func, insert, select
 
+from spoolvault.audit.events import (
+    GENESIS,
+    SYSTEM,
+    Action,
+    AuditEntry,
+    Event,
+    Outcome,
+    new_event,
+    parse_at,
+)
 from spoolvault.db import AuditEvent, Database
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ConfigError, SpoolvaultError
+from spoolvault.util.fs import fsync_dir
 
 log = logging.getLogger(__name__)
 
-SYSTEM: Final = "system"  # the actor of what nobody asked for: expiry, direct queues
-GENESIS: Final = "0" * 64  # the first line's prev
 AUDIT_DIR: Final = "audit"
 AUDIT_FILE: Final = "audit.jsonl"
-PENDING_DIR: Final = "pending"  # events queued by other processes (queue_pending)
-MAX_ACTOR = 255
-MAX_DETAIL = 2000
-_AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-_AT_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
-_HASH_RE = re.compile(r"[0-9a-f]{64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+PENDING_DIR: Final = "pending"  # events queued by other processes (audit.queue)
 _READ_BLOCK = 1 << 16
-
-
-class Action(StrEnum):
-    """What happened: the whole vocabulary, in one place (docs/audit.md lists it)."""
-
-    JOB_SUBMIT = "job.submit"  # a document arrived; the job is held (any intake)
-    JOB_RELEASE = "job.release"  # the printer accepted the job
-    JOB_RELEASE_FAILED = "job.release_failed"  # refused (blocked, not allowed) or failed
-    JOB_CANCEL = "job.cancel"  # by its owner or an administrator
-    JOB_ABORT = "job.abort"  # IPP Close-Job before any document
-    JOB_EXPIRE = "job.expire"  # not released within the hold timeout
-    JOB_HOLD_EXTENDED = "job.hold_extend"  # the owner extended the hold (once)
-    JOB_REMIND = "job.remind"  # the owner was told the job is about to expire
-    JOB_REDACT = "job.redact"  # old jobs' document names erased (privacy setting)
-    SETTINGS_CHANGE = "settings.change"
-    PRINTER_CHANGE = "printer.change"  # a printer added, changed or removed
-    ARCHIVE_VIEW = "archive.view"  # an approved administrator listed, read or previewed
-    ARCHIVE_PURGE = "archive.purge"  # archived documents past the retention removed
-    ADMIN_VIEW = "admin.view"  # an administrator listed jobs or the audit log
-    AUDIT_RECOVERED = "audit.recovered"  # start-up repaired the file after a crash
-    SERVER_RECOVERED = "server.recovered"  # start-up cleaned up after a crash (what, how many)
-    AUTH_LOGIN = "auth.login"  # a login at a release station or device: ok, or refused
-    USER_CHANGE = "user.change"  # a user created or changed (which fields, never values)
-    DEVICE_CHANGE = "device.change"  # a release device registered or removed
-
-
-class Outcome(StrEnum):
-    """How it ended."""
-
-    OK = "ok"
-    REFUSED = "refused"  # not allowed or not possible; nothing changed
-    FAILED = "failed"  # tried, and it went wrong
-
-
-# The event fields, in the order people read them; a line has these plus "hash".
-FIELDS: Final = ("id", "at", "actor", "action", "job_id", "printer", "outcome", "detail", "prev")
-_LINE_KEYS: Final = frozenset({*FIELDS, "hash"})
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """An event to record (``AuditLog.record_many``): ``record``'s arguments."""
-
-    actor: str
-    action: Action
-    job_id: int | None = None
-    printer: str | None = None
-    outcome: Outcome = Outcome.OK
-    detail: str = ""
-    at: datetime | None = None
 
 
 class AuditError(SpoolvaultError):
@@ -127,277 +76,9 @@ class AuditBusy(ConfigError):
     """Another process (the running server) writes this audit log."""
 
 
-def queue_pending(
-    audit_file: Path,
-    actor: str,
-    action: Action,
-    *,
-    outcome: Outcome = Outcome.OK,
-    job_id: int | None = None,
-    printer: str | None = None,
-    detail: str = "",
-    at: datetime | None = None,
-) -> Path:
-    """Queue an event for the process that writes the audit log (the running server).
-
-    A CLI command run beside a server cannot append to the chain itself; it leaves the
-    event, durably, in ``audit/pending/``, and the server records it within seconds
-    (its housekeeping) or at its next start.
-    """
-    directory = audit_file.parent / PENDING_DIR
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    when = at if at is not None else utcnow()
-    body = canonical(
-        {
-            "at": format_at(when),
-            "actor": actor,
-            "action": action.value,
-            "outcome": outcome.value,
-            "job_id": job_id,
-            "printer": printer,
-            "detail": detail,
-        }
-    )
-    name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.json"
-    tmp = directory / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, body)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    final = directory / name
-    os.rename(tmp, final)
-    _fsync_dir(directory)
-    return final
-
-
-class QueuedAudit:
-    """Stands in for the AuditLog in a command-line tool while the server writes the log:
-    every event is queued (`queue_pending`) for the server to record."""
-
-    def __init__(self, audit_file: Path) -> None:
-        self.audit_file = audit_file
-
-    def record(
-        self,
-        actor: str,
-        action: Action,
-        *,
-        job_id: int | None = None,
-        printer: str | None = None,
-        outcome: Outcome = Outcome.OK,
-        detail: str = "",
-        at: datetime | None = None,
-    ) -> None:
-        try:
-            queue_pending(
-                self.audit_file,
-                actor,
-                action,
-                outcome=outcome,
-                job_id=job_id,
-                printer=printer,
-                detail=detail,
-                at=at,
-            )
-        except OSError as exc:  # never breaks what it records, as AuditLog.record
-            log.error("audit event NOT queued (%s by %s, job %s): %s", action, actor, job_id, exc)
-
-    def record_many(self, entries: Sequence[AuditEntry]) -> None:
-        for e in entries:
-            self.record(
-                e.actor,
-                e.action,
-                job_id=e.job_id,
-                printer=e.printer,
-                outcome=e.outcome,
-                detail=e.detail,
-                at=e.at,
-            )
-
-    def sync(self, timeout: float = 10.0) -> bool:
-        return False  # the server records queued events within seconds
-
-    def ingest_pending(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
-def open_for_command(audit_file: Path, db: Database) -> AuditLog | QueuedAudit:
-    """The audit log for a command-line tool: the log itself when no server runs (held
-    until `close`), else a QueuedAudit."""
-    try:
-        return AuditLog.open(audit_file, db)
-    except AuditBusy:
-        return QueuedAudit(audit_file)
-
-
-def record_offline(
-    audit_file: Path, db: Database, actor: str, action: Action, **kw: Any
-) -> Literal["recorded", "queued"]:
-    """Record an event from a command-line tool: itself when no server runs, else queued."""
-    try:
-        audit = AuditLog.open(audit_file, db)
-    except AuditBusy:
-        queue_pending(audit_file, actor, action, **kw)
-        return "queued"
-    try:
-        if audit.record(actor, action, **kw) is None:
-            raise ConfigError(f"the audit log {audit_file} could not record the event")
-    finally:
-        audit.close()
-    return "recorded"
-
-
 def audit_path(data_root: Path) -> Path:
     """The audit file of a data directory."""
     return data_root / AUDIT_DIR / AUDIT_FILE
-
-
-def canonical(obj: Mapping[str, object]) -> bytes:
-    """Canonical JSON: sorted keys, no whitespace, UTF-8 (RFC 8785 for strings, ints, null)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def format_at(at: datetime) -> str:
-    """A timestamp as the file writes it: UTC, microseconds, ``Z``."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"naive datetime {at!r}: give a timezone-aware (UTC) datetime")
-    return at.astimezone(UTC).strftime(_AT_FORMAT)
-
-
-def parse_at(text: str) -> datetime:
-    """The inverse of ``format_at``; ValueError for any other form."""
-    # fromisoformat is ~20 times faster than strptime (every event is parsed once for its
-    # row), but accepts more forms: the round trip keeps it as strict as the format.
-    at = datetime.fromisoformat(text)
-    if at.tzinfo is None or format_at(at) != text:
-        raise ValueError(f"time data {text!r} does not match format {_AT_FORMAT!r}")
-    return at.astimezone(UTC)
-
-
-def _text(value: str, limit: int) -> str:
-    # No control characters (titles come from clients): a line then needs no JSON escapes
-    # but \" and \\, so any tool that sorts keys and writes compact UTF-8 JSON (jq -cS)
-    # reproduces it. Lone surrogates cannot be UTF-8: replaced rather than fail to record.
-    value = _CONTROL.sub(lambda m: " " if m.group() in "\t\n\r" else "\ufffd", value)
-    return value.encode("utf-8", "replace").decode("utf-8")[:limit]
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event, exactly as its line holds it."""
-
-    id: int
-    at: str
-    actor: str
-    action: str
-    job_id: int | None
-    printer: str | None
-    outcome: str
-    detail: str
-    prev: str
-    hash: str
-
-    def body(self) -> dict[str, object]:
-        """The line without ``hash``: what ``hash`` is computed over."""
-        return {name: getattr(self, name) for name in FIELDS}
-
-    def computed_hash(self) -> str:
-        return hashlib.sha256(canonical(self.body())).hexdigest()
-
-    def line(self) -> bytes:
-        """The file line, newline included."""
-        return canonical(asdict(self)) + b"\n"
-
-    def values(self) -> dict[str, object]:
-        """The event as ``audit_events`` column values."""
-        return {
-            "id": self.id,
-            "at": parse_at(self.at),
-            "actor": self.actor,
-            "action": self.action,
-            "job_id": self.job_id,
-            "printer": self.printer,
-            "outcome": self.outcome,
-            "detail": self.detail,
-            "prev_hash": self.prev,
-            "hash": self.hash,
-        }
-
-    @classmethod
-    def from_row(cls, row: AuditEvent) -> Event:
-        return cls(
-            id=row.id,
-            at=format_at(row.at),
-            actor=row.actor,
-            action=row.action,
-            job_id=row.job_id,
-            printer=row.printer,
-            outcome=row.outcome,
-            detail=row.detail,
-            prev=row.prev_hash,
-            hash=row.hash,
-        )
-
-    @classmethod
-    def parse(cls, raw: bytes) -> Event:
-        """A line (without its newline) as an event; ValueError says what is wrong with it."""
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise ValueError("not a JSON object")
-        if set(obj) != _LINE_KEYS:
-            extra, missing = set(obj) - _LINE_KEYS, _LINE_KEYS - set(obj)
-            raise ValueError(f"wrong fields (extra: {sorted(extra)}, missing: {sorted(missing)})")
-        for name in ("id", "job_id"):
-            value = obj[name]
-            if not (value is None and name == "job_id") and type(value) is not int:
-                raise ValueError(f"{name} must be an integer")
-        for name in ("at", "actor", "action", "outcome", "detail", "prev", "hash"):
-            if type(obj[name]) is not str:
-                raise ValueError(f"{name} must be a string")
-        if obj["printer"] is not None and type(obj["printer"]) is not str:
-            raise ValueError("printer must be a string or null")
-        if not _AT_RE.fullmatch(obj["at"]):
-            raise ValueError("at must be a UTC timestamp like 2026-11-24T09:00:00.000000Z")
-        for name in ("prev", "hash"):
-            if not _HASH_RE.fullmatch(obj[name]):
-                raise ValueError(f"{name} must be 64 lowercase hex digits")
-        return cls(**obj)
-
-
-def new_event(
-    id: int,
-    prev: str,
-    at: datetime,
-    actor: str,
-    action: str,
-    *,
-    job_id: int | None,
-    printer: str | None,
-    outcome: str,
-    detail: str,
-) -> Event:
-    """An event with its hash computed."""
-    event = Event(
-        id=id,
-        at=format_at(at),
-        actor=_text(actor, MAX_ACTOR),
-        action=str(action),
-        job_id=job_id,
-        printer=_text(printer, 64) if printer is not None else None,
-        outcome=str(outcome),
-        detail=_text(detail, MAX_DETAIL),
-        prev=prev,
-        hash="",
-    )
-    return dataclasses.replace(event, hash=event.computed_hash())
 
 
 # -- reading the file backwards (start-up needs only its end) ----------------------------
@@ -431,14 +112,6 @@ def _lines_backward(fd: int, end: int) -> Iterator[tuple[int, bytes]]:
             step = min(_READ_BLOCK, pos)
             pos -= step
             buf = os.pread(fd, step, pos) + buf
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -706,7 +379,7 @@ class AuditLog:
             file.unlink()
             done += 1
         if done:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         return done
 
     def sync(self, timeout: float = 10.0) -> bool:
@@ -793,7 +466,7 @@ class AuditLog:
             os.close(out)
         os.ftruncate(self._fd, start)
         os.fsync(self._fd)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         log.error(
             "audit log %s did not end with a whole event (a crash while writing, or damage): "
             "moved its last %d bytes to %s",
@@ -823,7 +496,7 @@ class AuditLog:
         return len(events)
 
 
-# -- reading -------------------------------------------------------------------------------
+# -- reading ------------------------------------------------------------------------------
 
 
 def list_events(
@@ -848,152 +521,3 @@ def list_events(
     with db.session(write=False) as s:
         rows = s.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))
         return [Event.from_row(row) for row in rows]
-
-
-@dataclass(frozen=True)
-class Verification:
-    """What ``verify`` found: how many lines check out, the head hash, the first problem."""
-
-    events: int
-    head: str
-    problem: str | None = None
-    line: int | None = None
-    # The problem is at the end of the file and may be the server writing right now.
-    transient: bool = False
-    anchor_found: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-    @property
-    def message(self) -> str:
-        """``line N: what is wrong`` (empty when all is well)."""
-        return "" if self.problem is None else f"line {self.line}: {self.problem}"
-
-
-def verify(path: Path, db: Database, *, anchor: str | None = None) -> Verification:
-    """Check the file's hash chain, and that it and the database hold the same events.
-
-    Stops at the first problem, with its line number. ``anchor`` is a head hash recorded
-    earlier: the chain must still pass through it.
-    """
-    with db.session(write=False) as s:
-        # The query runs first: every row it sees had its line written (and synced) before
-        # it was committed, so a missing line is never the server being mid-write.
-        rows = s.scalars(
-            select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)
-        )
-        try:
-            result, pending = _verify_file(path, (Event.from_row(r) for r in rows), anchor)
-        finally:
-            rows.close()  # a PostgreSQL server-side cursor, when verification stops early
-    if result.problem is not None or not pending:
-        return result
-    # Lines past the end of the query's snapshot: committed since, or missing.
-    with db.session(write=False) as s:
-        later = {
-            row.id: Event.from_row(row)
-            for row in s.scalars(select(AuditEvent).where(AuditEvent.id >= pending[0][1].id))
-        }
-    for lineno, event in pending:
-        row = later.get(event.id)
-        if row is None:
-            return _failed(result, lineno, f"event {event.id} is not in the database", True)
-        if problem := _compare(event, row):
-            return _failed(result, lineno, problem)
-    return result
-
-
-def _failed(
-    result: Verification, lineno: int, problem: str, transient: bool = False
-) -> Verification:
-    return Verification(result.events, result.head, problem, lineno, transient, result.anchor_found)
-
-
-def _compare(line: Event, row: Event) -> str | None:
-    differ = [name for name in (*FIELDS, "hash") if getattr(line, name) != getattr(row, name)]
-    if differ:
-        return f"differs from database event {row.id} in {', '.join(differ)}"
-    return None
-
-
-def _verify_file(
-    path: Path, in_db: Iterator[Event], anchor: str | None
-) -> tuple[Verification, list[tuple[int, Event]]]:
-    """The chain and the cross-check in one pass; lines past the database's last row are
-    returned to be checked again (the server may have committed them since)."""
-    prev, last_id, count = GENESIS, 0, 0
-    found = anchor is None or anchor == GENESIS
-    pending: list[tuple[int, Event]] = []
-    row = next(in_db, None)
-
-    def failed(lineno: int, problem: str, transient: bool = False) -> Verification:
-        return Verification(count, prev, problem, lineno, transient, found)
-
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        if row is not None:
-            return failed(1, f"the audit file {path} is missing; the database has events"), []
-        return Verification(0, GENESIS, anchor_found=found), []
-    lineno = 0
-    with handle:
-        for lineno, raw in enumerate(handle, start=1):
-            problem = None
-            if not raw.endswith(b"\n"):
-                return failed(
-                    lineno,
-                    "incomplete: the file was cut in the middle of a line (or the server is "
-                    "writing it right now)",
-                    transient=True,
-                ), []
-            try:
-                event = Event.parse(raw[:-1])
-            except ValueError as exc:
-                return failed(lineno, f"not an audit event: {exc}"), []
-            if event.line() != raw:
-                problem = "not in canonical form: the line was edited"
-            elif event.computed_hash() != event.hash:
-                problem = "its hash does not match its content: the line was edited"
-            elif event.prev != prev:
-                where = "64 zeros" if lineno == 1 else f"the hash of line {lineno - 1}"
-                problem = f"prev is not {where}: a line was deleted, inserted or moved here"
-            elif event.id <= last_id:
-                problem = f"event {event.id} comes after event {last_id}"
-            elif row is not None and row.id < event.id:
-                problem = f"database event {row.id} is missing from the file before this line"
-            elif row is not None and row.id > event.id:
-                problem = f"event {event.id} is not in the database"
-            elif row is not None:
-                problem = _compare(event, row)
-                row = next(in_db, None)
-            else:
-                pending.append((lineno, event))
-            if problem is not None:
-                return failed(lineno, problem), []
-            prev, last_id, count = event.hash, event.id, count + 1
-            found = found or event.hash == anchor
-    if row is not None:
-        return failed(
-            lineno + 1,
-            f"database event {row.id} is missing from the file, which ends after line "
-            f"{lineno}: lines were removed from its end",
-        ), []
-    result = Verification(count, prev, anchor_found=found)
-    if not found:
-        return _failed(
-            result, lineno, f"the anchor {anchor} is not in the chain: history was rewritten"
-        ), []
-    return result, pending
-
-
-def wait_and_verify(
-    path: Path, db: Database, *, anchor: str | None = None, retry_after: float = 1.0
-) -> Verification:
-    """``verify``, once more after ``retry_after`` seconds if the problem may be transient."""
-    result = verify(path, db, anchor=anchor)
-    if result.transient:
-        time.sleep(retry_after)
-        result = verify(path, db, anchor=anchor)
-    return result

@@ -1,4 +1,4 @@
-"""Intake listeners besides IPP: raw "port 9100" (`raw`) and LPD (`lpd`), plus the PJL scanner.
+"""Intake listeners besides IPP: raw "port 9100" (`raw`) and LPD (`lpd`).
 
     client --9100--> raw.serve_raw --+
                                      +--> JobService.submit / spool --> held job
@@ -6,9 +6,10 @@
                          (owner and title from PJL, from the LPD control file)
 
 Both listeners are asyncio servers over a socket the caller has bound. What they share lives
-here: cleaning client-supplied names, the peer's address, a server object that caps its
-connections and ends them when it is closed, and the "finish what is durable" rule for a
-connection that is cancelled while its job is being committed.
+here: the peer's address, a server object that caps its connections and ends them when it
+is closed, and the "finish what is durable" rule for a connection that is cancelled while
+its job is being committed. What their streams say (PJL, page counts) is read by
+``documents``; client-supplied names are cleaned by ``util.text``.
 
 Neither protocol authenticates anybody: an owner name from PJL or from an LPD control file
 is a claim. It decides whose release station shows the job; releasing still needs the
@@ -24,48 +25,17 @@ import logging
 import socket
 import struct
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from typing import SupportsIndex, TypeVar
+
+# Re-exported for printers/delivery.py until it imports util.text itself (the lead's merge).
+from spoolvault.util.text import clean_text as clean_text
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# IPP's name(255) is 255 octets; owners and titles from other protocols get the same room.
-MAX_NAME_BYTES = 255
-
-# Characters that must never reach a log line, a web page or a release station's screen from
-# a client-supplied name: controls (C0, DEL, C1), format characters (bidi overrides, zero
-# width), line and paragraph separators, unassigned/private-use code points.
-_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def decode_text(raw: bytes) -> str:
-    """Bytes from a legacy protocol as text: UTF-8 when valid, else ISO-8859-1.
-
-    cups-lpd's smart_strlcpy makes the same guess (OpenPrinting/cups scheduler/cups-lpd.c):
-    legacy clients send Latin-1, current ones UTF-8, and Latin-1 never fails to decode.
-    """
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def clean_text(value: bytes | str, limit: int = MAX_NAME_BYTES) -> str:
-    """A client-supplied name made safe: no control or format characters, at most ``limit``
-    UTF-8 octets (cut on a character boundary), surrounding whitespace removed."""
-    text = decode_text(value) if isinstance(value, bytes) else value
-    kept = "".join(
-        " " if ch in "\t\r\n" else ch
-        for ch in text
-        if ch in "\t\r\n" or unicodedata.category(ch) not in _DROP_CATEGORIES
-    )
-    encoded = kept.strip().encode("utf-8")[:limit]
-    return encoded.decode("utf-8", errors="ignore").strip()
 
 
 def peer_host(writer: asyncio.StreamWriter) -> str:

@@ -66,26 +66,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spoolvault.db import Job, JobState
+from spoolvault.documents.pjl import PjlInfo, PjlScanner
 from spoolvault.errors import ClientError, SpoolvaultError
-from spoolvault.intake import (
-    MAX_NAME_BYTES,
-    IntakeServer,
-    clean_text,
-    close_connection,
-    decode_text,
-    finish_durably,
-    peer_host,
-)
-from spoolvault.intake.pjl import PjlInfo, PjlScanner
-from spoolvault.jobs.service import (
-    UNKNOWN_OWNER,
-    JobNotFound,
-    JobNotPossible,
-    JobService,
-    Submission,
-)
+from spoolvault.intake import IntakeServer, close_connection, finish_durably, peer_host
+from spoolvault.jobs.errors import JobNotFound, JobNotPossible
+from spoolvault.jobs.intake import UNKNOWN_OWNER, Submission
+from spoolvault.jobs.service import JobService
 from spoolvault.settings import HIDDEN_TITLE, HIDE_DOCUMENT_NAMES, IPP_AUTHENTICATION_REQUIRED
 from spoolvault.spool.store import SpoolFile
+from spoolvault.util.text import MAX_NAME_BYTES, clean_text, decode_text
 from spoolvault.util.threads import in_thread
 
 log = logging.getLogger(__name__)

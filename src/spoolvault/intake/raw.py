@@ -5,7 +5,7 @@ side of the connection. So:
 
 - the bytes until the client's half-close are the document, spooled as they arrive and kept
   byte-identical (PJL header included: the printer needs it);
-- the owner and title come from the stream's PJL header (``intake.pjl``); without an owner
+- the owner and title come from the stream's PJL header (``documents.pjl``); without an owner
   the job is held under ``unknown`` for an administrator, with a warning in the log; without
   a title it is "raw job from <client address>";
 - the only answer a client gets is how the connection ends: a graceful close (FIN) once the
@@ -27,10 +27,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from spoolvault.db import Job
+from spoolvault.documents.pjl import PjlScanner
 from spoolvault.errors import SpoolvaultError
 from spoolvault.intake import IntakeServer, close_connection, finish_durably, peer_host
-from spoolvault.intake.pjl import PjlScanner
-from spoolvault.jobs.service import UNKNOWN_OWNER, JobService, Submission
+from spoolvault.jobs.intake import UNKNOWN_OWNER, Submission
+from spoolvault.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 

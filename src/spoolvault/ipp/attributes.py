@@ -16,7 +16,8 @@ from typing import Any
 
 from spoolvault.db import Job
 from spoolvault.db import JobState as DbState
-from spoolvault.ipp.codec import (
+from spoolvault.ipp.constants import GroupTag, JobState, Operation, PrinterState, ValueTag
+from spoolvault.ipp.message import (
     Attribute,
     AttributeGroup,
     Collection,
@@ -25,7 +26,6 @@ from spoolvault.ipp.codec import (
     StringWithLanguage,
     Value,
 )
-from spoolvault.ipp.constants import GroupTag, JobState, Operation, PrinterState, ValueTag
 
 T = ValueTag
 

@@ -35,7 +35,9 @@ from spoolvault.db.models import PrinterMode, utcnow
 from spoolvault.errors import ClientError, Conflict, PrinterFailure, Refused, SpoolError
 from spoolvault.ipp.attributes import attributes_from_json
 from spoolvault.ipp.constants import Status
-from spoolvault.jobs.service import JobNotFound, JobService, check_pin
+from spoolvault.jobs.errors import JobNotFound
+from spoolvault.jobs.pins import pin_matches as check_pin
+from spoolvault.jobs.service import JobService
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
 from spoolvault.printers.registry import PrinterNotFound, find_printer

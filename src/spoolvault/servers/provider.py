@@ -37,6 +37,7 @@ from spoolvault.config import DataDir
 from spoolvault.db import FILE_STATES, Database, Job, JobState, Printer, PrinterMode
 from spoolvault.db.models import utcnow
 from spoolvault.errors import ConfigError, Refused, SpoolvaultError
+from spoolvault.jobs.errors import JobNotFound, JobNotPossible
 from spoolvault.jobs.release import (
     JobPinLocked,
     JobPinRequired,
@@ -44,7 +45,7 @@ from spoolvault.jobs.release import (
     ReleaseFailed,
     ReleaseService,
 )
-from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService
+from spoolvault.jobs.service import JobService
 from spoolvault.printers.health import Health
 from spoolvault.printers.registry import PrinterNotFound, add_printer, list_printers
 from spoolvault.servers.registry import job_report

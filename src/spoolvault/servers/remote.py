@@ -21,6 +21,7 @@ import httpx
 from spoolvault.db import Job
 from spoolvault.db.models import PrinterMode
 from spoolvault.errors import SpoolvaultError, Unavailable
+from spoolvault.jobs.errors import JobNotFound, JobNotPossible
 from spoolvault.jobs.release import (
     FIND_ME_QUEUES,
     RELEASABLE,
@@ -30,7 +31,7 @@ from spoolvault.jobs.release import (
     ReleaseFailed,
     ReleaseRefused,
 )
-from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService
+from spoolvault.jobs.service import JobService
 from spoolvault.printers.delivery import Delivered
 from spoolvault.printers.registry import PrinterNotFound, find_printer
 from spoolvault.servers.registry import (

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-from spoolvault.intake.pjl import LEADING_JUNK, UEL
+from spoolvault.documents.pjl import LEADING_JUNK, UEL
 
 HEAD_LIMIT = 64 * 1024
 HEAD_STEP = 1024

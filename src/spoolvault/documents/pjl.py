@@ -52,7 +52,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from spoolvault.intake import MAX_NAME_BYTES, clean_text, decode_text
+from spoolvault.util.text import MAX_NAME_BYTES, clean_text, decode_text
 
 UEL = b"\x1b%-12345X"
 # Look at no more than this much of a stream; real PJL headers are a few hundred bytes to a
