@@ -10,6 +10,7 @@ lives in another module is named here with its module.
     │   ├── ClientError ......................... the request was wrong (400, bad-request)
     │   │   ├── NotFound ........................ no such thing, or not the caller's (404)
     │   │   │   ├── jobs.service.JobNotFound
+    │   │   │   │   └── stations.access.NotYourJob  not theirs, nor delegated to them (404)
     │   │   │   ├── printers.registry.PrinterNotFound
     │   │   │   ├── identity.users.UserNotFound
     │   │   │   ├── identity.devices.DeviceNotFound

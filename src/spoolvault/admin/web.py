@@ -47,7 +47,6 @@ from spoolvault.identity import IdentityService, UserInfo
 from spoolvault.jobs.release import PrinterBlocked, ReleaseFailed, ReleaseService
 from spoolvault.jobs.service import JobNotFound, JobService
 from spoolvault.printers.registry import find_printer, list_printers
-from spoolvault.release.web import printer_states
 from spoolvault.runtime import Runtime
 from spoolvault.settings import (
     HIDDEN_TITLE,
@@ -59,6 +58,7 @@ from spoolvault.settings import (
     InvalidSetting,
     SettingsConflict,
 )
+from spoolvault.stations.web import printer_states
 from spoolvault.util.threads import in_thread
 from spoolvault.web.pages import SECURITY_HEADERS, PageSet, form_field, size
 from spoolvault.web.sessions import LoginTokens, SessionStore, WebSession

@@ -6,7 +6,7 @@ Administration uses HTTP Basic with an administrator's password; release station
 session with the user's own credentials (password, card with or without PIN, ID number and
 PIN: spoolvault.identity) and send ``Authorization: Bearer <token>``; a user sees and
 releases their own jobs and those delegated to them. MFD devices and Fast Release terminals
-authenticate with a device token (release/mfd.py, release/fast.py).
+authenticate with a device token (stations/mfd.py, stations/fast.py).
 Every error is a JSON body with a ``detail`` a person can read. Settings changes and
 administrators' views of jobs and of the audit log are audited (docs/audit.md).
 """
@@ -53,7 +53,6 @@ from spoolvault.jobs.service import JobNotFound, JobService
 from spoolvault.printers.registry import (
     list_printers,
 )
-from spoolvault.release.access import cancel_for, release_for, visible_jobs
 from spoolvault.servers.registry import (
     authenticate,
     availability,
@@ -67,6 +66,7 @@ from spoolvault.settings import (
     HIDE_DOCUMENT_NAMES,
     PRINT_ARCHIVE_VIEWERS,
 )
+from spoolvault.stations.access import cancel_for, release_for, visible_jobs
 from spoolvault.util.threads import in_thread
 
 __all__ = ["SESSION_SECONDS", "create_api"]
@@ -338,8 +338,8 @@ def create_api(
     With ``providers`` this server is an application server for print providers: it takes
     their heartbeats (docs/deployment.md); releases of their jobs go through ``release``.
     """
-    from spoolvault.release.fast import create_fast_release_router
-    from spoolvault.release.mfd import create_mfd_router
+    from spoolvault.stations.fast import create_fast_release_router
+    from spoolvault.stations.mfd import create_mfd_router
 
     db = jobs.db
     sessions = identity.sessions

@@ -33,13 +33,13 @@ from spoolvault.jobs.reminders import Reminders
 from spoolvault.jobs.service import JobService, housekeeping
 from spoolvault.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from spoolvault.netaddr import HostPort
-from spoolvault.release.web import create_station
 from spoolvault.runtime import Runtime
 from spoolvault.servers.provider import ProviderIdentity, ProviderLink
 from spoolvault.servers.registry import register_app, touch_app
 from spoolvault.servers.remote import RemoteRelease
 from spoolvault.servers.signing import AppKey
 from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
+from spoolvault.stations.web import create_station
 from spoolvault.util.threads import in_thread
 from spoolvault.web.hold import hold_routes
 

@@ -55,13 +55,13 @@ from spoolvault.jobs.release import (
 from spoolvault.jobs.service import JobNotFound, JobService
 from spoolvault.printers.health import Health
 from spoolvault.printers.registry import find_printer, list_printers
-from spoolvault.release.access import accessible_job
 from spoolvault.settings import (
     HIDDEN_TITLE,
     HIDE_DOCUMENT_NAMES,
     RELEASE_STATION_CARD_PIN,
     RELEASE_STATION_IDLE_SECONDS,
 )
+from spoolvault.stations.access import accessible_job
 from spoolvault.util.threads import in_thread
 from spoolvault.web.pages import PageSet, form_field, size
 from spoolvault.web.sessions import (

@@ -8,7 +8,7 @@ device it was opened on, expires, and releases only to that device's printer: a 
 copied to another device, or a device of another printer, gets nothing.
 
 Release from a device is a Standard release: a printer in error that blocks release
-answers 409 (Fast Release, release/fast.py, never blocks). Every error is JSON with a
+answers 409 (Fast Release, stations/fast.py, never blocks). Every error is JSON with a
 ``detail`` a person can read.
 """
 
@@ -29,7 +29,7 @@ from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
 from spoolvault.jobs.service import JobService
-from spoolvault.release.access import (
+from spoolvault.stations.access import (
     cancel_for,
     releasable_at,
     release_for,
