@@ -1104,5 +1104,5 @@ def create_admin(
     *,
     tls: bool = False,
 ) -> AdminPages:
-    """The admin pages over the app's services (web.app adds their routes)."""
+    """The admin pages over the app's services (spoolvault.app adds their routes)."""
     return AdminPages(rt, jobs, release, identity, audit, tls=tls)

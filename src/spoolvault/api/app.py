@@ -333,7 +333,7 @@ def create_api(
     *,
     providers: bool = False,
 ) -> FastAPI:
-    """The /api/v1 application (mounted by web.app).
+    """The /api/v1 application (mounted by spoolvault.app).
 
     With ``providers`` this server is an application server for print providers: it takes
     their heartbeats (docs/deployment.md); releases of their jobs go through ``release``.

@@ -694,5 +694,5 @@ def create_station(
     identity: IdentityService,
     tls: bool = False,
 ) -> Station:
-    """The release station over the app's services (web.app adds its routes)."""
+    """The release station over the app's services (spoolvault.app adds its routes)."""
     return Station(jobs, release, identity, tls=tls)

@@ -1,4 +1,9 @@
-"""The one ASGI application behind ``--http``: IPP, health, the release station pages, REST."""
+"""The one ASGI application behind ``--http``: IPP, health, the release station pages, REST.
+
+The composition root: it opens the services (jobs, release, identity, audit) over a runtime
+and hands them to every front end (IPP intake, REST API, release stations, admin pages,
+print-provider link); `spoolvault run` (cli/run.py) serves what it builds.
+"""
 
 from __future__ import annotations
 
