@@ -31,8 +31,8 @@ from spoolvault.archive import Archive, archive_dir
 from spoolvault.audit import SYSTEM, Action, AuditLog, audit_path
 from spoolvault.errors import SpoolvaultError
 from spoolvault.identity import IdentityService, open_card_key
+from spoolvault.intake.ipp import IppServer
 from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
-from spoolvault.ipp.server import IppServer
 from spoolvault.jobs.release import ReleaseService
 from spoolvault.jobs.reminders import Reminders
 from spoolvault.jobs.service import JobService, housekeeping
