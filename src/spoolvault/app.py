@@ -119,7 +119,7 @@ def create_app(
     card_key = open_card_key(rt.data.root, rt.db)
     identity = IdentityService(rt.db, card_key, audit=audit)
     reminders = Reminders(jobs, card_key)
-    ipp = IppServer(rt, jobs, release=release)
+    ipp = IppServer(rt, jobs, identity, release=release)
     me = register_app(rt.db) if role != "provider" else None
     if me is not None:
         # Jobs held on print providers: every front end (release stations, MFDs, Fast

@@ -77,7 +77,7 @@ def create_api(
             {"detail": str(exc)}, status_code=exc.http_status, headers=exc.headers()
         )
 
-    admin = admin_dependency(jobs.db)
+    admin = admin_dependency(identity)
     station_user = station_dependency(identity.sessions)
 
     async def record(actor: str, action: Action, **details: Any) -> None:

@@ -17,8 +17,7 @@ from fastapi.security import (
     HTTPBearer,
 )
 
-from spoolvault.db import Database
-from spoolvault.identity import SessionStore
+from spoolvault.identity import IdentityService, SessionStore
 from spoolvault.util.threads import in_thread
 
 basic = HTTPBasic(auto_error=False, realm="spoolvault")
@@ -30,8 +29,8 @@ UserDependency = Callable[..., Awaitable[str]]
 Recorder = Callable[..., Awaitable[None]]
 
 
-def admin_dependency(db: Database) -> UserDependency:
-    """An administrator, by HTTP Basic."""
+def admin_dependency(identity: IdentityService) -> UserDependency:
+    """An administrator, by HTTP Basic (the identity service's password check)."""
 
     async def admin(
         creds: Annotated[HTTPBasicCredentials | None, Depends(basic)],
@@ -41,8 +40,8 @@ def admin_dependency(db: Database) -> UserDependency:
         )
         if creds is None:
             raise unauthorized
-        ok = await in_thread(db.verify_password, creds.username, creds.password)
-        if not ok or not await in_thread(db.is_admin, creds.username):
+        user = await in_thread(identity.check_password, creds.username, creds.password)
+        if user is None or not user.is_admin:
             raise unauthorized
         return creds.username
 

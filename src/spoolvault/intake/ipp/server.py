@@ -1,10 +1,11 @@
 """IPP/2.0 on the hold queues (RFC 8011, PWG 5100.11/12), over HTTP POST: the entry.
 
-Every request is authenticated (HTTP Basic), parsed with our codec, checked (version,
-request-id, charset and language first: RFC 8011 §4.1.4), dispatched to one handler
-(printer.py: operations on a queue; jobs.py: on one job), and answered with an IPP
-response. Any client mistake becomes an IPP status with a status-message; an unexpected
-exception becomes server-error-internal-error and a log line, never a dropped connection.
+Every request is authenticated (HTTP Basic, checked by the identity service), parsed with
+our codec, checked (version, request-id, charset and language first: RFC 8011 §4.1.4),
+dispatched to one handler (printer.py: operations on a queue; jobs.py: on one job), and
+answered with an IPP response. Any client mistake becomes an IPP status with a
+status-message; an unexpected exception becomes server-error-internal-error and a log line,
+never a dropped connection.
 
 Hold semantics: Hold-Job, Release-Job and job-hold-until change only the client's own hold
 (``client_hold``). The job stays pending-held with ``job-release-wait`` until its owner
@@ -30,6 +31,7 @@ from spoolvault.audit import SYSTEM
 from spoolvault.db import Job, Printer
 from spoolvault.db import JobState as DbState
 from spoolvault.errors import Refused, SpoolWriteError, TemporaryFailure
+from spoolvault.identity import IdentityService
 from spoolvault.intake.ipp import jobs as job_ops
 from spoolvault.intake.ipp import printer as printer_ops
 from spoolvault.intake.ipp.request import Context, Handler, IppError, reply
@@ -64,12 +66,14 @@ class IppServer:
         self,
         rt: Runtime,
         jobs: JobService,
+        identity: IdentityService,
         *,
         release: ReleaseService | None = None,
         limits: Limits | None = None,
     ) -> None:
         self.rt = rt
         self.jobs = jobs
+        self.identity = identity
         self.release = release
         self._direct: set[asyncio.Task[None]] = set()
         self._formats: dict[str, tuple[float, tuple[str, ...]]] = {}  # printer -> (until, formats)
@@ -155,10 +159,10 @@ class IppServer:
         cached = self._auth_cache.get(key)
         if cached and cached[2] > time.monotonic():
             return cached[0], cached[1]
-        ok = await in_thread(self.rt.db.verify_password, username, password)
-        if not ok:
+        user = await in_thread(self.identity.check_password, username, password)
+        if user is None:
             raise IppError(Status.CLIENT_ERROR_NOT_AUTHENTICATED, "bad credentials")
-        admin = await in_thread(self.rt.db.is_admin, username)
+        admin = user.is_admin
         self._auth_cache[key] = (username, admin, time.monotonic() + AUTH_CACHE_SECONDS)
         return username, admin
 
