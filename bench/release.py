@@ -844,7 +844,8 @@ def breakdown(db_path: Path, owner: str, reps: int) -> dict[str, Any]:
 
     from pydantic import TypeAdapter
 
-    from spoolvault.api.app import JobOut, _job_out
+    from spoolvault.api.models import JobOut
+    from spoolvault.api.models import job_out as _job_out
     from spoolvault.db import Database, JobState, database_url
     from spoolvault.jobs.service import JobService
 

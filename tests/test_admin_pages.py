@@ -3,7 +3,8 @@ redirects after login only to our own pages."""
 
 from __future__ import annotations
 
-from spoolvault.admin.web import _cell, _local_admin_url, hide_titles
+from spoolvault.admin.web import _local_admin_url
+from spoolvault.admin.web_audit import _cell, hide_titles
 
 
 def test_document_names_are_hidden_from_audit_details_however_they_are_quoted() -> None:

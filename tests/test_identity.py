@@ -404,10 +404,11 @@ def test_every_audit_action_is_documented() -> None:
 
 
 def test_request_bodies_never_show_secrets() -> None:
-    from spoolvault.api.app import SessionIn, UserIn, UserPatch
+    from spoolvault.api.release import SessionIn
+    from spoolvault.api.users import UserIn, UserPatch
     from spoolvault.identity.devices import NewDevice
-    from spoolvault.release.fast import FastReleaseIn
-    from spoolvault.release.mfd import MfdLogin
+    from spoolvault.stations.fast import FastReleaseIn
+    from spoolvault.stations.mfd import MfdLogin
 
     bodies = [
         SessionIn(username="a", password="pw-secret-1", card_number=CARD, pin=PIN),

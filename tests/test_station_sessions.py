@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spoolvault.release.web import SessionStore
+from spoolvault.stations.web import SessionStore
 
 
 class Clock:

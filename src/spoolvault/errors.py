@@ -10,6 +10,7 @@ lives in another module is named here with its module.
     │   ├── ClientError ......................... the request was wrong (400, bad-request)
     │   │   ├── NotFound ........................ no such thing, or not the caller's (404)
     │   │   │   ├── jobs.errors.JobNotFound
+    │   │   │   │   └── stations.access.NotYourJob  not theirs, nor delegated to them (404)
     │   │   │   ├── printers.registry.PrinterNotFound
     │   │   │   ├── identity.users.UserNotFound
     │   │   │   ├── identity.devices.DeviceNotFound
@@ -44,7 +45,7 @@ lives in another module is named here with its module.
     │   └── Unavailable ......................... something we depend on is down; not the client's
     │       │                                     fault, try again later (503, service-unavailable)
     │       └── servers.remote.ProviderUnavailable the job's print provider cannot be reached
-    ├── ipp.server.IppError ..................... answer an IPP request with this status (its own)
+    ├── intake.ipp.IppError ..................... answer an IPP request with this status (its own)
     ├── TemporaryFailure ........................ could not be kept now, try again
     │   │                                         (503, server-error-temporary-error)
     │   └── db.CommitUnknown .................... a job record's COMMIT failed and the database

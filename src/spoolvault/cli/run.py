@@ -194,10 +194,10 @@ def _serve(
     app_server: str | None = None,
 ) -> None:
 
+    from spoolvault.app import Sockets, create_app
     from spoolvault.runtime import Runtime
     from spoolvault.servers.provider import ProviderIdentity
     from spoolvault.tls import server_certificate
-    from spoolvault.web.app import Sockets, create_app
 
     with Runtime.open(data_dir, database, create=True) as rt, rt.store.server_lock():
         # A site server (--role all --app-server PRIMARY) reports to its primary like a provider.

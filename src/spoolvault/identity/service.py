@@ -1,7 +1,9 @@
 """IdentityService: who is at the release station, and whose jobs they may release.
 
 The one interface every release front end uses (REST release sessions, the MFD API, Fast
-Release, the web release station). Each login method returns the user name or raises:
+Release, the web release station), and the one password check of every front end
+(``check_password``: IPP and REST administration HTTP Basic too). Each login method returns
+the user name or raises:
 
 - ``AuthenticationFailed``: one message whether the user, card or ID number is unknown,
   the account is disabled, or the password or PIN is wrong (no user enumeration). Unknown
@@ -76,16 +78,35 @@ class IdentityService:
         user = self.users.get(username)
 
         def check(found: User | None) -> bool:
-            stored = found.password_hash if found is not None else None
-            ok = verify_secret(stored, password)
-            if ok and found is not None and stored is not None and needs_rehash(stored):
-                # The hashing parameters were raised since this hash was made.
-                self.users.set_password_hash(found.id, hash_secret(password))
-            return ok
+            return self._password_matches(found, password)
 
         return self._login(
             "password", f"user:{username}", user, check, station, printer=printer, client=client
         )
+
+    def check_password(self, username: str, password: str) -> User | None:
+        """The user, if ``username`` is an enabled account whose password is ``password``.
+
+        The one password check of every front end that takes a user name and password:
+        IPP and REST administration HTTP Basic call it directly, ``login_password`` (release
+        stations, the admin pages) through the same ``_password_matches``. It takes as long
+        for an unknown user as for a wrong password. Unlike the logins it neither counts
+        failures for lockout nor records an audit event: HTTP Basic is sent with every
+        request, and whether lockout applies to it is not decided here yet.
+        """
+        user = self.users.get(username)
+        if self._password_matches(user, password) and user is not None and not user.disabled:
+            return user
+        return None
+
+    def _password_matches(self, user: User | None, password: str) -> bool:
+        """The argon2 check of ``password`` against the user's hash (a dummy one without)."""
+        stored = user.password_hash if user is not None else None
+        ok = verify_secret(stored, password)
+        if ok and user is not None and stored is not None and needs_rehash(stored):
+            # The hashing parameters were raised since this hash was made.
+            self.users.set_password_hash(user.id, hash_secret(password))
+        return ok
 
     def login_card(
         self,

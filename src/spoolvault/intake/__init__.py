@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import SupportsIndex, TypeVar
 
 # Re-exported for printers/delivery.py until it imports util.text itself (the lead's merge).
-from spoolvault.util.text import clean_text as clean_text
 
 log = logging.getLogger(__name__)
 

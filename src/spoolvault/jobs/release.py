@@ -36,7 +36,7 @@ from spoolvault.errors import ClientError, Conflict, PrinterFailure, Refused, Sp
 from spoolvault.ipp.attributes import attributes_from_json
 from spoolvault.ipp.constants import Status
 from spoolvault.jobs.errors import JobNotFound
-from spoolvault.jobs.pins import pin_matches as check_pin
+from spoolvault.jobs.pins import pin_matches
 from spoolvault.jobs.service import JobService
 from spoolvault.printers.delivery import Delivered, DeliveryFailed, DeliveryUncertain, deliver
 from spoolvault.printers.health import Health, HealthCache, check
@@ -351,7 +351,7 @@ class ReleaseService:
             raise JobPinLocked(job.id, until - now)
         if pin is None or pin == "":
             raise JobPinRequired(f"job {job.id} is protected by a job PIN: enter it to release")
-        if check_pin(job.pin_hash, pin):
+        if pin_matches(job.pin_hash, pin):
             self._pin_failures.pop(job.id, None)
             return
         failures += 1

@@ -26,21 +26,12 @@ from spoolvault.audit import SYSTEM, Action, AuditEntry, AuditLog, Outcome, Queu
 from spoolvault.db import Database, Job, JobState, Printer
 from spoolvault.db.models import utcnow
 from spoolvault.errors import SpoolError
-from spoolvault.jobs.errors import JobNotFound as JobNotFound
-from spoolvault.jobs.errors import JobNotPossible as JobNotPossible
+from spoolvault.jobs.errors import JobNotFound, JobNotPossible
 from spoolvault.jobs.housekeeping import ARCHIVE_PURGE_EVERY, JobHousekeeping
-from spoolvault.jobs.housekeeping import housekeeping as housekeeping
 from spoolvault.jobs.intake import JobIntake
-from spoolvault.jobs.intake import Submission as Submission
-from spoolvault.jobs.pins import hash_pin as hash_pin
-from spoolvault.jobs.pins import pin_digest as pin_digest
 from spoolvault.metrics import Metrics
 from spoolvault.settings import HOLD_TIMEOUT_MINUTES, SPOOL_FILE_ENCRYPTION
 from spoolvault.spool.store import SpoolStore
-
-# Re-exported ("x as x" above) for front ends that import them from here until they import
-# their homes: JobNotFound and JobNotPossible (jobs.errors), Submission (jobs.intake),
-# housekeeping (jobs.housekeeping), hash_pin and pin_digest (jobs.pins).
 
 log = logging.getLogger(__name__)
 

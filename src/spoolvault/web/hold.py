@@ -14,8 +14,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from spoolvault.identity.cardkey import CardKey
+from spoolvault.jobs.errors import JobNotFound, JobNotPossible
 from spoolvault.jobs.reminders import check_token, token_job_id
-from spoolvault.jobs.service import JobNotFound, JobNotPossible, JobService
+from spoolvault.jobs.service import JobService
 from spoolvault.util.threads import in_thread
 
 _STYLE = (

@@ -41,7 +41,6 @@ import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from spoolvault.intake import clean_text
 from spoolvault.ipp.codec import Attribute, IppMessage, encode
 from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag, status_name
 from spoolvault.printers import http
@@ -55,6 +54,7 @@ from spoolvault.printers.delivery.wire import (
 )
 from spoolvault.printers.http import BadAnswer, Exchange
 from spoolvault.printers.uri import PrinterUri
+from spoolvault.util.text import clean_text
 
 log = logging.getLogger(__package__)
 

@@ -16,11 +16,11 @@ import re
 import secrets
 import socket
 
-from spoolvault.intake import clean_text
 from spoolvault.printers.delivery.outcome import Delivered, DeliveryFailed
 from spoolvault.printers.delivery.wire import DocumentSource, Link, empty, open_document
 from spoolvault.printers.http import os_reason
 from spoolvault.printers.uri import PrinterUri
+from spoolvault.util.text import clean_text
 
 log = logging.getLogger(__package__)
 

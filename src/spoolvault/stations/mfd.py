@@ -8,7 +8,7 @@ device it was opened on, expires, and releases only to that device's printer: a 
 copied to another device, or a device of another printer, gets nothing.
 
 Release from a device is a Standard release: a printer in error that blocks release
-answers 409 (Fast Release, release/fast.py, never blocks). Every error is JSON with a
+answers 409 (Fast Release, stations/fast.py, never blocks). Every error is JSON with a
 ``detail`` a person can read.
 """
 
@@ -22,14 +22,13 @@ from fastapi import APIRouter, Depends, Header, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from spoolvault.audit import Action
 from spoolvault.db import Job
 from spoolvault.errors import Refused
 from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
 from spoolvault.jobs.service import JobService
-from spoolvault.release.access import (
+from spoolvault.stations.access import (
     cancel_for,
     releasable_at,
     release_for,
@@ -39,20 +38,6 @@ from spoolvault.util.threads import in_thread
 
 _device_bearer = HTTPBearer(auto_error=False, scheme_name="device token")
 SESSION_HEADER = "X-Session-Token"
-
-
-class DeviceIn(BaseModel):
-    name: str = Field(description="1 to 64 letters, digits, '.', '_', '-'.")
-    printer: str = Field(description="The printer this device releases to.")
-
-
-class DeviceOut(BaseModel):
-    name: str
-    printer: str
-
-
-class NewDeviceOut(DeviceOut):
-    token: str = Field(repr=False, description="The device token: shown once, stored hashed.")
 
 
 class MfdDevice(BaseModel):
@@ -145,39 +130,14 @@ def create_mfd_router(
     release: ReleaseService,
     identity: IdentityService,
     *,
-    admin: Callable[..., Awaitable[str]],
-    record: Callable[..., Awaitable[None]],
     login: Callable[..., str],
 ) -> APIRouter:
-    """Device administration (``/devices``) and the device app's calls (``/mfd/...``)."""
+    """The device app's calls (``/mfd/...``); ``login`` checks a credential form (the REST
+    release session's, api/release.py). Devices are registered by api/devices.py."""
     devices = Devices(jobs.db)
     router = APIRouter()
     device_auth = device_dependency(devices)
     sessions = identity.sessions
-
-    # -- administration ----------------------------------------------------------------
-
-    @router.post("/devices", status_code=201, response_model=NewDeviceOut, tags=["devices"])
-    async def register_device(body: DeviceIn, user: Annotated[str, Depends(admin)]) -> Any:
-        """Register an MFD app or Fast Release terminal for a printer; its token is shown once."""
-        new = await in_thread(devices.register, body.name, body.printer)
-        await record(
-            user,
-            Action.DEVICE_CHANGE,
-            printer=new.printer,
-            detail=f"registered device {new.name} for printer {new.printer}",
-        )
-        return NewDeviceOut(name=new.name, printer=new.printer, token=new.token)
-
-    @router.get("/devices", response_model=list[DeviceOut], tags=["devices"])
-    async def list_devices(_: Annotated[str, Depends(admin)]) -> Any:
-        return [DeviceOut(name=d.name, printer=d.printer) for d in await in_thread(devices.list)]
-
-    @router.delete("/devices/{name}", status_code=204, tags=["devices"])
-    async def remove_device(name: str, user: Annotated[str, Depends(admin)]) -> None:
-        """Remove a device: its token stops working at once."""
-        await in_thread(devices.remove, name)
-        await record(user, Action.DEVICE_CHANGE, detail=f"removed device {name}")
 
     # -- the device app ----------------------------------------------------------------
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from spoolvault.audit import Action, Outcome
 from spoolvault.db import Job, JobState
 from spoolvault.identity import IdentityService
+from spoolvault.jobs.errors import JobNotFound
 from spoolvault.jobs.release import FIND_ME_QUEUES, Released, ReleaseService
-from spoolvault.jobs.service import JobNotFound, JobService
+from spoolvault.jobs.service import JobService
 from spoolvault.util.threads import in_thread
 
 LISTED_STATES = (JobState.HELD, JobState.FAILED)

@@ -1,4 +1,9 @@
-"""The one ASGI application behind ``--http``: IPP, health, the release station pages, REST."""
+"""The one ASGI application behind ``--http``: IPP, health, the release station pages, REST.
+
+The composition root: it opens the services (jobs, release, identity, audit) over a runtime
+and hands them to every front end (IPP intake, REST API, release stations, admin pages,
+print-provider link); `spoolvault run` (cli/run.py) serves what it builds.
+"""
 
 from __future__ import annotations
 
@@ -26,20 +31,21 @@ from spoolvault.archive import Archive, archive_dir
 from spoolvault.audit import SYSTEM, Action, AuditLog, audit_path
 from spoolvault.errors import SpoolvaultError
 from spoolvault.identity import IdentityService, open_card_key
+from spoolvault.intake.ipp import IppServer
 from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
-from spoolvault.ipp.server import IppServer
+from spoolvault.jobs.housekeeping import housekeeping
 from spoolvault.jobs.release import ReleaseService
 from spoolvault.jobs.reminders import Reminders
-from spoolvault.jobs.service import JobService, housekeeping
+from spoolvault.jobs.service import JobService
 from spoolvault.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from spoolvault.netaddr import HostPort
-from spoolvault.release.web import create_station
 from spoolvault.runtime import Runtime
 from spoolvault.servers.provider import ProviderIdentity, ProviderLink
 from spoolvault.servers.registry import register_app, touch_app
 from spoolvault.servers.remote import RemoteRelease
 from spoolvault.servers.signing import AppKey
 from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
+from spoolvault.stations.web import create_station
 from spoolvault.util.threads import in_thread
 from spoolvault.web.hold import hold_routes
 
@@ -114,7 +120,7 @@ def create_app(
     card_key = open_card_key(rt.data.root, rt.db)
     identity = IdentityService(rt.db, card_key, audit=audit)
     reminders = Reminders(jobs, card_key)
-    ipp = IppServer(rt, jobs, release=release)
+    ipp = IppServer(rt, jobs, identity, release=release)
     me = register_app(rt.db) if role != "provider" else None
     if me is not None:
         # Jobs held on print providers: every front end (release stations, MFDs, Fast

@@ -22,8 +22,8 @@ from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
 from spoolvault.jobs.service import JobService
-from spoolvault.release.access import releasable_at
-from spoolvault.release.mfd import device_dependency
+from spoolvault.stations.access import releasable_at
+from spoolvault.stations.mfd import device_dependency
 from spoolvault.util.threads import in_thread
 
 

@@ -46,22 +46,23 @@ from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import utcnow
 from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut, Refused, SpoolvaultError
 from spoolvault.identity import IdentityService
+from spoolvault.jobs.errors import JobNotFound
 from spoolvault.jobs.release import (
     FIND_ME_QUEUES,
     PrinterBlocked,
     ReleaseFailed,
     ReleaseService,
 )
-from spoolvault.jobs.service import JobNotFound, JobService
+from spoolvault.jobs.service import JobService
 from spoolvault.printers.health import Health
 from spoolvault.printers.registry import find_printer, list_printers
-from spoolvault.release.access import accessible_job
 from spoolvault.settings import (
     HIDDEN_TITLE,
     HIDE_DOCUMENT_NAMES,
     RELEASE_STATION_CARD_PIN,
     RELEASE_STATION_IDLE_SECONDS,
 )
+from spoolvault.stations.access import accessible_job
 from spoolvault.util.threads import in_thread
 from spoolvault.web.pages import PageSet, form_field, size
 from spoolvault.web.sessions import (
@@ -694,5 +695,5 @@ def create_station(
     identity: IdentityService,
     tls: bool = False,
 ) -> Station:
-    """The release station over the app's services (web.app adds its routes)."""
+    """The release station over the app's services (spoolvault.app adds its routes)."""
     return Station(jobs, release, identity, tls=tls)
