@@ -1,4 +1,5 @@
-"""Intake listeners besides IPP: raw "port 9100" (`raw`) and LPD (`lpd`).
+"""Intake: the listeners jobs arrive on. IPP is the subpackage `ipp`; here are what raw
+"port 9100" (`raw`) and LPD (`lpd`) share.
 
     client --9100--> raw.serve_raw --+
                                      +--> JobService.submit / spool --> held job

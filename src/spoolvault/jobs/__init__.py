@@ -1,0 +1,2 @@
+"""Jobs: the job service (intake pipeline, lifecycle, housekeeping, PINs) and the
+release service."""

@@ -1,0 +1,1 @@
+"""Helpers that know nothing of spoolvault's objects: files, threads, batches, text."""
