@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import SupportsIndex, TypeVar
 
-# Re-exported for printers/delivery.py until it imports util.text itself (the lead's merge).
 
 log = logging.getLogger(__name__)
 
