@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import SupportsIndex, TypeVar
 
-
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
