@@ -24,8 +24,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.server import SPOOLVAULT, Server, start_server
+from harness.server import jobs_in as all_jobs  # every job record, by id
 from spoolvault.config import DataDir
-from spoolvault.db import FILE_STATES, Database, Job, JobState, database_url
+from spoolvault.db import FILE_STATES, Job, JobState
 from spoolvault.errors import SpoolError
 from spoolvault.ipp.codec import IppMessage, IppParseError, decode, encode
 from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag
@@ -285,16 +286,6 @@ def find_plaintext(roots: Iterable[Path], needle: bytes = MARKER) -> list[Path]:
                 except OSError:
                     continue  # vanished (a temp file removed meanwhile), a socket
     return found
-
-
-def all_jobs(data_dir: Path) -> list[Job]:
-    data = DataDir.open(data_dir, create=False)
-    db = Database.open(database_url(None, data.database))
-    try:
-        with db.session(write=False) as s:
-            return list(s.query(Job).order_by(Job.id))
-    finally:
-        db.close()
 
 
 def spools(data_dir: Path) -> tuple[EncryptedSpool, PlainSpool]:
