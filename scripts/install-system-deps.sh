@@ -3,7 +3,7 @@
 # and only as root; otherwise it names what is missing and the tests that need it fail loudly.
 set -euo pipefail
 
-PACKAGES=(postgresql cups-ipp-utils cups cups-client avahi-daemon avahi-utils dbus rlpr iproute2 snmpd snmp slapd ldap-utils ghostscript chromium)
+PACKAGES=(postgresql cups-ipp-utils cups cups-client avahi-daemon avahi-utils dbus rlpr iproute2 snmpd snmp slapd ldap-utils ghostscript cups-filters util-linux chromium)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -526,6 +526,7 @@ def test_server_records_who_did_what_and_never_a_secret(srv: Server) -> None:
             ("settings.change", "admin", None, "ok"),
             ("settings.change", "admin", None, "refused"),
             ("admin.view", "admin", None, "ok"),
+            ("auth.login", "admin", None, "refused"),  # the wrong Basic password (lockout)
         ]
         by_action = {e["action"]: e for e in events}
         assert title in events[-1]["detail"] and "PIN-protected" in events[-1]["detail"]

@@ -57,7 +57,12 @@ def test_generated_admin_password_printed_once(tmp_path: Path) -> None:
     try:
         shown = [ln for ln in first.first_lines if "admin password" in ln]
         assert len(shown) == 1
-        password = shown[0].rsplit(":", 1)[1].strip()
+        # Not a terminal: the password goes to a 0600 file, never into the output (a log).
+        path = tmp_path / "d" / "initial-admin-password"
+        assert str(path) in shown[0]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        password = path.read_text().strip()
+        assert len(password) >= 12 and password not in "".join(first.first_lines)
     finally:
         assert first.stop() == 0
     second = start_server(tmp_path / "d", env=env)

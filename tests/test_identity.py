@@ -25,6 +25,7 @@ from spoolvault.identity import (
     open_card_key,
 )
 from spoolvault.identity.csvimport import ImportFailed, import_users
+from spoolvault.identity.lockout import ACCOUNT, ADDRESS, PAIR, Policy
 from test_db import head_revision
 
 CARD = "04A1B2C3D4E5F6"
@@ -178,31 +179,55 @@ def test_logins_by_password_card_card_and_pin_and_id_number(
         assert secret not in text_all
 
 
-def test_account_lockout_backs_off_exponentially_and_is_checked_first(
+def test_pair_lockout_backs_off_exponentially_and_is_checked_first(
     ident: IdentityService, clock: Clock
 ) -> None:
     ident.users.add("bob", {"card_number": "B0B", "pin": PIN})
-    for _ in range(Lockout(clock).account_threshold - 1):
+    for _ in range(PAIR.threshold - 1):
         with pytest.raises(AuthenticationFailed):
-            ident.login_card("B0B", "000000", station=f"s{_}")
+            ident.login_card("B0B", "000000", station="kiosk", client="10.0.0.9")
     with pytest.raises(AuthenticationFailed):  # the 5th failure starts a 30 s lock
-        ident.login_card("B0B", "000000", station="s9")
+        ident.login_card("B0B", "000000", station="kiosk", client="10.0.0.9")
     with pytest.raises(LockedOut) as locked:  # now even the right PIN is not checked
-        ident.login_card("B0B", PIN, station="elsewhere")
+        ident.login_card("B0B", PIN, station="renamed", client="10.0.0.9")
     assert locked.value.retry_after == 30
+    # The owner at another address is not locked out by the guesser.
+    assert ident.login_card("B0B", PIN, station="kiosk", client="10.0.0.7") == "bob"
     clock.now += 29.5
     with pytest.raises(LockedOut) as locked:
-        ident.login_card("B0B", PIN, station="elsewhere")
+        ident.login_card("B0B", PIN, station="kiosk", client="10.0.0.9")
     assert locked.value.retry_after == 1
     clock.now += 1
     with pytest.raises(AuthenticationFailed):  # lock over; a 6th failure: 60 s
-        ident.login_card("B0B", "000000", station="s10")
+        ident.login_card("B0B", "000000", station="kiosk", client="10.0.0.9")
     with pytest.raises(LockedOut) as locked:
-        ident.login_card("B0B", PIN, station="s11")
+        ident.login_card("B0B", PIN, station="kiosk", client="10.0.0.9")
     assert locked.value.retry_after == 60
     clock.now += 61
-    assert ident.login_card("B0B", PIN, station="s11") == "bob"  # success clears it
-    assert ident.lockout.failures(Lockout.account("user:bob")) == 0
+    assert ident.login_card("B0B", PIN, station="kiosk", client="10.0.0.9") == "bob"
+    assert ident.lockout.failures(Lockout.pair_key("user:bob", "10.0.0.9")) == 0  # cleared
+    assert ident.lockout.failures(Lockout.account_key("user:bob")) == 6  # not by one success
+
+
+def test_many_addresses_on_one_account_slow_it_down_without_a_long_lock(
+    ident: IdentityService, clock: Clock
+) -> None:
+    ident.users.add("alice", {"password": "alice-password"})
+    for n in range(ACCOUNT.threshold):  # one failure from each of 25 addresses
+        with pytest.raises(AuthenticationFailed):
+            ident.login_password("alice", "wrong", station="s", client=f"10.1.0.{n}")
+    with pytest.raises(LockedOut) as locked:  # everyone waits a little, the owner too
+        ident.login_password("alice", "alice-password", station="s", client="10.9.9.9")
+    assert locked.value.retry_after == ACCOUNT.base
+    for _ in range(20):  # the backoff doubles, but never past the cap
+        clock.now += ACCOUNT.cap + 1  # wait out the last backoff, then fail again
+        with pytest.raises(AuthenticationFailed):
+            ident.login_password("alice", "wrong", station="s", client=f"10.2.0.{_}")
+    with pytest.raises(LockedOut) as locked:
+        ident.login_password("alice", "alice-password", station="s", client="10.9.9.9")
+    assert locked.value.retry_after == ACCOUNT.cap
+    clock.now += ACCOUNT.cap
+    assert ident.login_password("alice", "alice-password", station="s", client="10.9.9.9")
 
 
 def test_unknown_accounts_lock_like_known_ones(ident: IdentityService) -> None:
@@ -210,15 +235,15 @@ def test_unknown_accounts_lock_like_known_ones(ident: IdentityService) -> None:
     for name in ("alice", "ghost"):
         for i in range(5):
             with pytest.raises(AuthenticationFailed):
-                ident.login_password(name, "wrong-password", station=f"{name}-{i}")
+                ident.login_password(name, "wrong-password", station=f"{name}-{i}", client="h")
         with pytest.raises(LockedOut) as locked:
-            ident.login_password(name, "wrong-password", station="other")
+            ident.login_password(name, "wrong-password", station="other", client="h")
         assert locked.value.retry_after == 30
 
 
-def test_station_lockout_across_many_cards(ident: IdentityService, clock: Clock) -> None:
+def test_address_lockout_across_many_cards(ident: IdentityService, clock: Clock) -> None:
     ident.users.add("alice", {"card_number": CARD})
-    for n in range(20):  # a card-guessing run at one reader
+    for n in range(ADDRESS.threshold):  # a card-guessing run at one reader
         with pytest.raises(AuthenticationFailed):
             ident.login_card(f"GUESS{n}", None, station="reader-1")
     with pytest.raises(LockedOut):
@@ -228,15 +253,31 @@ def test_station_lockout_across_many_cards(ident: IdentityService, clock: Clock)
     assert ident.login_card(CARD, None, station="reader-1") == "alice"
 
 
-def test_lockout_forgets_old_failures(clock: Clock) -> None:
-    lockout = Lockout(clock, account_threshold=3, forget_after=600)
-    key = Lockout.account("user:x")
+def test_http_basic_check_is_under_the_same_lockout(
+    ident: IdentityService, db: Database, audit: AuditLog
+) -> None:
+    ident.users.add("admin2", {"password": "admin-password", "is_admin": True})
+    for _ in range(PAIR.threshold):
+        assert ident.check_password("admin2", "nope", client="10.0.0.5") is None
+    with pytest.raises(LockedOut):
+        ident.check_password("admin2", "admin-password", client="10.0.0.5")
+    user = ident.check_password("admin2", "admin-password", client="10.0.0.6")
+    assert user is not None and user.username == "admin2"
+    logged = events(db, audit, Action.AUTH_LOGIN)
+    assert [o for _, o, _ in logged] == ["refused"] * (PAIR.threshold + 1)  # no ok per request
+
+
+def test_lockout_forgets_old_failures(db: Database, clock: Clock) -> None:
+    lockout = Lockout(db, clock, pair=Policy(3, 30.0, 3600.0), forget_after=600)
+    key = Lockout.pair_key("user:x", "h")
     lockout.failed([key])
     lockout.failed([key])
     clock.now += 601
     lockout.failed([key])
     lockout.check([key])  # one recent failure only: not locked
     assert lockout.failures(key) == 1
+    clock.now += 601
+    assert lockout.purge() == 1 and lockout.failures(key) == 0
 
 
 # -- delegation ---------------------------------------------------------------------------
@@ -265,8 +306,8 @@ def test_delegation_to_users_and_groups(ident: IdentityService) -> None:
 # -- sessions -----------------------------------------------------------------------------
 
 
-def test_sessions_expire_and_are_bound_to_their_device(clock: Clock) -> None:
-    store = SessionStore(clock, ttl=300)
+def test_sessions_expire_and_are_bound_to_their_device(db: Database, clock: Clock) -> None:
+    store = SessionStore(db, clock, ttl=300)
     web = store.open("alice", station="lobby")
     mfd = store.open("alice", station="device:mfd-1", device="mfd-1")
     s = store.get(web)

@@ -130,8 +130,12 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", port)
+async def connect(
+    port: int, source: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the listener, from ``source`` (another loopback address) if given."""
+    local = (source, 0) if source else None
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=local)
 
 
 async def close(writer: asyncio.StreamWriter) -> None:
@@ -634,8 +638,8 @@ class Lpd:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int) -> Lpd:
-        return cls(*await connect(port))
+    async def open(cls, port: int, source: str | None = None) -> Lpd:
+        return cls(*await connect(port, source))
 
     async def ack(self) -> bytes:
         async with asyncio.timeout(WAIT):
@@ -903,8 +907,8 @@ def test_lpd_queue_state_lists_only_the_named_users_jobs(rt: Runtime) -> None:
 
 
 def test_lpd_remove_is_limited_to_the_agents_own_jobs(rt: Runtime) -> None:
-    async def remove(port: int, text: str) -> str:
-        client = await Lpd.open(port)
+    async def remove(port: int, text: str, source: str | None = None) -> str:
+        client = await Lpd.open(port, source)
         client.writer.write(b"\x05" + text.encode() + b"\n")
         try:
             return await client.text()
@@ -915,6 +919,8 @@ def test_lpd_remove_is_limited_to_the_agents_own_jobs(rt: Runtime) -> None:
         for n, user in enumerate(["alice", "alice", "bob", "alice"], start=1):
             await lpr(port, {f"dfA{n}h": b"doc"}, control_file([(f"dfA{n}h", "d")], user=user))
         return [
+            # The claim "alice" from another host (127.0.0.2) removes nothing.
+            await remove(port, "secure alice 1", source="127.0.0.2"),
             await remove(port, "secure bob 1"),
             await remove(port, "secure root 1 alice"),
             await remove(port, "secure alice 1"),
@@ -923,6 +929,7 @@ def test_lpd_remove_is_limited_to_the_agents_own_jobs(rt: Runtime) -> None:
         ]
 
     replies = run_server(rt, "lpd", scenario)
+    assert "submitted from another host" in replies.pop(0)
     assert "no such job of bob" in replies[0]
     assert "may remove only their own jobs" in replies[1] and "no such job of root" in replies[1]
     assert replies[2] == "job 1 removed\n"

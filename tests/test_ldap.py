@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import ldap3
 import pytest
 
-from harness.server import spoolvault
+from harness.server import ADMIN, ipp_request, new_request, spoolvault, start_server
 from harness.slapd import ROOT_DN, ROOT_PW, SUFFIX, Slapd, start_slapd
 from spoolvault.db import Database, database_url
-from spoolvault.errors import AuthenticationFailed
+from spoolvault.errors import AuthenticationFailed, DirectoryUnavailable
 from spoolvault.identity import CardKey, IdentityService, open_card_key
-from spoolvault.identity.ldap import LdapConfig, LdapSyncError, sync
+from spoolvault.identity.ldap import (
+    BIND_PASSWORD_FILE_ENV,
+    LdapConfig,
+    LdapSyncError,
+    config_from_settings,
+    sync,
+)
+from spoolvault.ipp.constants import Operation
 from spoolvault.runtime import Runtime
 
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -169,3 +179,117 @@ def test_ldap_sync_cli(directory: Slapd, tmp_path: Path) -> None:
     assert "card-a1" not in listed.stdout
     bad = spoolvault(*args, env={**os.environ, "SPOOLVAULT_LDAP_PASSWORD": "nope-nope"})
     assert bad.returncode == 2 and "cannot bind" in bad.stderr and "nope-nope" not in bad.stderr
+
+
+# -- login with the directory password --------------------------------------------------
+
+
+def test_directory_users_log_in_by_a_bind_as_themselves(directory: Slapd, tmp_path: Path) -> None:
+    c = directory.connect()
+    alice = f"uid=alice,{PEOPLE}"
+    assert c.modify(alice, {"userPassword": [(ldap3.MODIFY_REPLACE, ["dir-pass-1"])]})
+    with Database.open(database_url(None, tmp_path / "spoolvault.db")) as db:
+        ident = IdentityService(db, CardKey.generate())
+        sync(ident.users, config(directory))
+        cfg = config(directory)
+        ident.directory = lambda: cfg
+        assert ident.login_password("alice", "dir-pass-1", station="s", client="a") == "alice"
+        user = ident.check_password("alice", "dir-pass-1", client="b")  # HTTP Basic too
+        assert user is not None and user.username == "alice"
+        for wrong in ("dir-pass-2", ""):
+            with pytest.raises(AuthenticationFailed):
+                ident.login_password("alice", wrong, station="s", client="c")
+        # Changed in the directory: the next login takes the new one, refuses the old.
+        assert c.modify(alice, {"userPassword": [(ldap3.MODIFY_REPLACE, ["dir-pass-2"])]})
+        with pytest.raises(AuthenticationFailed):
+            ident.login_password("alice", "dir-pass-1", station="s", client="d")
+        assert ident.login_password("alice", "dir-pass-2", station="s", client="d") == "alice"
+        # Gone from the directory (deleted, or out of the user filter): refused at once.
+        assert c.delete(alice)
+        with pytest.raises(AuthenticationFailed):
+            ident.login_password("alice", "dir-pass-2", station="s", client="e")
+        # A local user is not sent to the directory.
+        ident.users.add("zed", {"password": "local-password"})
+        assert ident.login_password("zed", "local-password", station="s", client="f") == "zed"
+        # The directory down: 503 "directory unavailable", never a fall-back.
+        c.unbind()
+        directory.stop()
+        with pytest.raises(DirectoryUnavailable, match="directory unavailable") as down:
+            ident.login_password("bob", "anything", station="s", client="g")
+        assert down.value.http_status == 503
+        assert ident.lockout.failures(ident.lockout.pair_key("user:bob", "g")) == 0
+
+
+def test_directory_settings_and_bind_password_from_a_file(tmp_path: Path) -> None:
+    assert config_from_settings({"ldap_url": "", "ldap_base_dn": "dc=x"}) is None
+    secret = tmp_path / "bind-password"
+    secret.write_text("file-secret-1\n")
+    cfg = config_from_settings(
+        {"ldap_url": "ldaps://dc.example.org", "ldap_base_dn": "dc=example", "ldap_ad": True},
+        {BIND_PASSWORD_FILE_ENV: str(secret)},
+    )
+    assert cfg is not None and cfg.username_attribute == "sAMAccountName"
+    assert cfg.bind_password == "file-secret-1" and "file-secret-1" not in repr(cfg)
+
+
+def test_directory_login_at_a_running_server_station_admin_pages_and_ipp(
+    directory: Slapd, tmp_path: Path
+) -> None:
+    c = directory.connect()
+    alice = f"uid=alice,{PEOPLE}"
+    assert c.modify(alice, {"userPassword": [(ldap3.MODIFY_REPLACE, ["dir-pass-1"])]})
+    env = {"SPOOLVAULT_ADMIN_PASSWORD": ADMIN[1], "SPOOLVAULT_LDAP_PASSWORD": ROOT_PW}
+    srv = start_server(tmp_path / "data", env=env)
+    try:
+        api = httpx.Client(base_url=srv.url + "/api/v1", auth=ADMIN, timeout=60)
+        r = api.patch(
+            "/servers/primary/settings",
+            json={"ldap_url": directory.url, "ldap_base_dn": PEOPLE, "ldap_bind_dn": ROOT_DN},
+        )
+        assert r.status_code == 200, r.text
+        # ldap-sync without flags: the settings' directory, the password from the env.
+        done = spoolvault(
+            *("user", "ldap-sync", "--data-dir", str(srv.data_dir)),
+            env={**os.environ, "SPOOLVAULT_LDAP_PASSWORD": ROOT_PW},
+        )
+        assert done.returncode == 0, done.stderr
+        assert "added" in done.stdout and directory.url in done.stdout
+        assert api.patch("/users/alice", json={"is_admin": True}).status_code == 200
+
+        def station(password: str) -> httpx.Response:
+            with httpx.Client(base_url=srv.url + "/api/v1", timeout=60) as anon:
+                body = {"username": "alice", "password": password}
+                return anon.post("/release/session", json=body)
+
+        def admin_pages(password: str) -> httpx.Response:
+            with httpx.Client(base_url=srv.url, timeout=60) as web:
+                token = re.search(r'name="csrf" value="([^"]+)"', web.get("/admin/login").text)
+                assert token is not None
+                form = {"csrf": token.group(1), "username": "alice", "password": password}
+                return web.post("/admin/login", data=form)
+
+        def ipp(password: str) -> int:
+            basic = base64.b64encode(f"alice:{password}".encode()).decode()
+            msg = new_request(Operation.GET_PRINTER_ATTRIBUTES, srv, user="alice")
+            status, _ = ipp_request(srv, msg, headers={"Authorization": f"Basic {basic}"})
+            return status
+
+        assert station("dir-pass-1").status_code == 200
+        assert admin_pages("dir-pass-1").status_code in (302, 303)
+        assert ipp("dir-pass-1") == 200
+        assert station("wrong-pass").status_code == 401
+        assert admin_pages("wrong-pass").status_code == 401
+        assert ipp("wrong-pass") == 401
+        assert c.modify(alice, {"userPassword": [(ldap3.MODIFY_REPLACE, ["dir-pass-2"])]})
+        assert station("dir-pass-1").status_code == 401  # the old one, at the next login
+        assert station("dir-pass-2").status_code == 200
+        c.unbind()
+        directory.stop()
+        r = station("dir-pass-2")
+        assert r.status_code == 503 and "directory unavailable" in r.json()["detail"]
+        r = admin_pages("dir-pass-2")
+        assert r.status_code == 503 and "directory unavailable" in r.text
+        assert ipp("dir-pass-2") == 503
+        api.close()
+    finally:
+        srv.stop()

@@ -29,9 +29,10 @@ from harness.server import (
     spoolvault,
     start_server,
 )
-from harness.web_helpers import add_user, client, login, submit
+from harness.web_helpers import PASSWORD, add_user, client, login, submit
 from spoolvault.config import DataDir
 from spoolvault.db import JobState
+from spoolvault.identity.lockout import PAIR
 from spoolvault.ipp.codec import IppMessage
 from spoolvault.ipp.constants import Operation, Status, ValueTag
 from spoolvault.spool import format as spool_format
@@ -445,6 +446,30 @@ def test_two_application_servers_on_one_postgres(
         [seen] = c.get("/jobs", auth=ADMIN).json()
     assert seen["state"] == "printed"
     assert os.environ.get(PG_ENV)
+
+
+def test_release_sessions_and_lockout_counts_are_shared_by_app_servers(
+    cluster: Cluster,
+    pg_url: str,  # noqa: F811
+) -> None:
+    one = cluster.app("app1", "--database", pg_url)
+    two = cluster.app("app2", "--database", pg_url)
+    add_user(one, "alice")
+    session = login(one, "alice")  # opened on the first server
+    with client(two) as c:
+        assert c.get("/release/jobs", headers=session).status_code == 200  # works on the second
+        c.delete("/release/session", headers=session)
+    with client(one) as c:
+        r = c.get("/release/jobs", headers=session)
+        assert r.status_code == 401  # logged out on the second: gone on the first
+    wrong = {"username": "alice", "password": "wrong-1"}
+    for n in range(PAIR.threshold):  # the failures alternate between the servers
+        with client(one if n % 2 else two) as c:
+            assert c.post("/release/session", json=wrong).status_code == 401
+    for srv in (one, two):  # one count: five in all lock the pair on both
+        with client(srv) as c:
+            r = c.post("/release/session", json={"username": "alice", "password": PASSWORD})
+            assert r.status_code == 429 and r.headers["Retry-After"] in ("29", "30"), r.text
 
 
 # -- site servers --------------------------------------------------------------------------

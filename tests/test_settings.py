@@ -42,6 +42,8 @@ def test_defaults() -> None:
         "archive_retention_days": 30,
         "print_archive_viewers": "",
         "hold_timeout_minutes": 240,
+        "conversion_memory_mb": 256,
+        "conversion_timeout_seconds": 600,
         "hide_document_names": False,
         "redact_document_names_after_days": 0,
         "smtp_host": "",
@@ -52,6 +54,15 @@ def test_defaults() -> None:
         "ipp_authentication_required": False,
         "release_station_idle_seconds": 60,
         "release_station_card_pin": False,
+        "fast_release_require_pin": False,
+        "ldap_url": "",
+        "ldap_base_dn": "",
+        "ldap_bind_dn": "",
+        "ldap_user_filter": "",
+        "ldap_username_attribute": "",
+        "ldap_start_tls": False,
+        "ldap_ad": False,
+        "monitoring_public": False,
     }
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import html
+import ipaddress
 import logging
 import re
 import socket
@@ -20,7 +21,7 @@ from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,6 +32,7 @@ from spoolvault.archive import Archive, archive_dir
 from spoolvault.audit import SYSTEM, Action, AuditLog, audit_path
 from spoolvault.errors import SpoolvaultError
 from spoolvault.identity import IdentityService, open_card_key
+from spoolvault.identity.ldap import config_from_settings
 from spoolvault.intake.ipp import IppServer
 from spoolvault.ipp.attributes import MULTIPLE_OPERATION_TIME_OUT
 from spoolvault.jobs.housekeeping import housekeeping
@@ -44,10 +46,11 @@ from spoolvault.servers.provider import ProviderIdentity, ProviderLink
 from spoolvault.servers.registry import register_app, touch_app
 from spoolvault.servers.remote import RemoteRelease
 from spoolvault.servers.signing import AppKey
-from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
+from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED, MONITORING_PUBLIC, PUBLIC_URL
 from spoolvault.stations.web import create_station
 from spoolvault.util.threads import in_thread
 from spoolvault.web.hold import hold_routes
+from spoolvault.web.hosts import HostGuard, own_names, parse_aliases
 
 APP_TOUCH_SECONDS = 60.0  # keeps this application server's key in heartbeat answers
 ROLES = ("all", "app", "provider")
@@ -119,6 +122,7 @@ def create_app(
     release = ReleaseService(jobs)
     card_key = open_card_key(rt.data.root, rt.db)
     identity = IdentityService(rt.db, card_key, audit=audit)
+    identity.directory = lambda: config_from_settings(jobs.settings())
     reminders = Reminders(jobs, card_key)
     ipp = IppServer(rt, jobs, identity, release=release)
     me = register_app(rt.db) if role != "provider" else None
@@ -142,7 +146,27 @@ def create_app(
         jobs.on_submit = link.wake
     intake = role != "app"
 
+    async def monitoring_allowed(request: Request) -> bool:
+        """monitoring_public, a loopback client, or an administrator (HTTP Basic)."""
+        values = jobs.cached_settings()
+        if values is None:
+            values = await in_thread(jobs.settings)
+        if values.get(MONITORING_PUBLIC):
+            return True
+        client = request.client.host if request.client else ""
+        with contextlib.suppress(ValueError):
+            address = ipaddress.ip_address(client.split("%", 1)[0])
+            mapped = getattr(address, "ipv4_mapped", None)
+            if address.is_loopback or (mapped is not None and mapped.is_loopback):
+                return True
+        user, admin = await ipp.authenticated(request)
+        return user is not None and admin
+
     async def metrics(request: Request) -> Response:
+        if not await monitoring_allowed(request):
+            return PlainTextResponse(
+                "Unauthorized\n", 401, headers={"WWW-Authenticate": 'Basic realm="spoolvault"'}
+            )
         body = await in_thread(jobs.metrics.exposition)
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
@@ -150,11 +174,17 @@ def create_app(
         try:
             body = await in_thread(_health, rt, audit)
         except SpoolvaultError as exc:
+            if not await monitoring_allowed(request):
+                return JSONResponse({"status": "error"}, status_code=503)
             return JSONResponse({"status": "error", "detail": str(exc)}, status_code=503)
+        if not await monitoring_allowed(request):
+            return JSONResponse({"status": body["status"]})
         return JSONResponse(body)
 
     async def home(request: Request) -> Response:
         body = await in_thread(_health, rt, audit)
+        if not await monitoring_allowed(request):
+            body = {"status": body["status"]}
         rows = "".join(
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
             for k, v in body.items()
@@ -307,7 +337,17 @@ def create_app(
         routes += link.routes()
     routes.append(Mount("/api/v1", app=api))
     app = Starlette(routes=routes, lifespan=lifespan)
-    return IppFront(app, ipp) if intake else app
+    front: ASGIApp = IppFront(app, ipp) if intake else app
+    conf = rt.data.conf.values
+    names = own_names(
+        [*parse_aliases(conf.get("ServerAlias", "")), *parse_aliases(conf.get("ProviderURL", ""))]
+    )
+
+    def public_names() -> list[str]:
+        values = jobs.cached_settings() or {}
+        return parse_aliases(str(values.get(PUBLIC_URL) or ""))
+
+    return HostGuard(front, names, public_names)
 
 
 # The paths the IPP routes above take POSTs on, with or without a trailing slash: CUPS's

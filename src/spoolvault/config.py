@@ -9,6 +9,7 @@ without ``=`` is an error that names the file and line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -93,6 +94,13 @@ CONF_KEYS: tuple[ConfKey, ...] = (
         "4294967296",
         "Largest document in bytes (0: no limit); a larger one is refused "
         "(IPP client-error-request-entity-too-large, raw reset, LPD negative acknowledgement).",
+    ),
+    ConfKey(
+        "ServerAlias",
+        "",
+        "More names this server answers to (spaces or commas between; * for any): a "
+        "request whose Host header is not an IP address, localhost, this machine's name, "
+        "or one of these gets HTTP 400 (DNS rebinding).",
     ),
     # Only for `spoolvault run --role provider` (docs/deployment.md); empty: not set.
     ConfKey(
@@ -259,10 +267,35 @@ def resolve_dir(key: str, value: str, base: Path, *, windows: bool | None = None
     return path if path.is_absolute() else base / path
 
 
+def make_private(what: str, path: Path, mode: int = 0o700) -> None:
+    """Tighten a directory (0700) or file (0600) that group or others may read, saying so
+    in the log; refuse to start (ConfigError) if it cannot be tightened."""
+    st = path.stat()
+    if not st.st_mode & 0o077:
+        return
+    try:
+        path.chmod(mode)
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} {path} is readable by group or others (mode {st.st_mode & 0o777:o}) "
+            f"and cannot be made {mode:o}: {exc.strerror or exc}"
+        ) from exc
+    log.warning(
+        "%s %s was readable by group or others (mode %o): made %o",
+        what,
+        path,
+        st.st_mode & 0o777,
+        mode,
+    )
+
+
 def ensure_dir(key: str, path: Path, mode: int = 0o700) -> Path:
     """Create ``path`` if needed and prove it is a writable directory, or raise ConfigError."""
     try:
-        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        # Missing parents get ``mode`` too (mkdir(parents=True) would make them 0755).
+        for parent in reversed([p for p in path.absolute().parents if not p.exists()]):
+            parent.mkdir(mode=mode, exist_ok=True)
+        path.mkdir(mode=mode, exist_ok=True)
     except FileExistsError as exc:
         raise ConfigError(f"{key}={path} exists and is not a directory") from exc
     except OSError as exc:
@@ -330,11 +363,13 @@ class DataDir:
                 raise ConfigError(f"data directory {root} cannot be created: {exc}") from exc
         elif not root.is_dir():
             raise ConfigError(f"data directory {root} is not a directory")
+        if create:
+            make_private("data directory", root)
         conf_path = root / CONF_NAME
         if not conf_path.exists():
             if not create:
                 raise ConfigError(f"{conf_path} is missing")
-            conf_path.write_text(default_conf_text(), encoding="utf-8")
+            create_exclusive(conf_path, default_conf_text().encode("utf-8"), mode=0o600)
         conf = load_conf(conf_path)
         enc = resolve_dir("EncryptedSpoolDir", conf.raw("EncryptedSpoolDir"), root)
         plain = resolve_dir("SpoolDir", conf.raw("SpoolDir"), root)
@@ -343,10 +378,23 @@ class DataDir:
                 f"EncryptedSpoolDir and SpoolDir are the same directory ({enc}); "
                 f"they must differ so plain and encrypted files never mix"
             )
+        encrypted_spool = ensure_dir("EncryptedSpoolDir", enc)
+        plain_spool = ensure_dir("SpoolDir", plain)
+        if create:
+            for key, spool in (("EncryptedSpoolDir", encrypted_spool), ("SpoolDir", plain_spool)):
+                make_private(key, spool)
+                # mkdir(parents=True) made any directory between with the default mode.
+                for parent in spool.absolute().parents:
+                    if parent == root or root not in parent.parents:
+                        break
+                    make_private(key, parent)
+            for path in (conf_path, root / INSTANCE_NAME):
+                with contextlib.suppress(FileNotFoundError):
+                    make_private(path.name, path, mode=0o600)
         return cls(
             root=root,
-            encrypted_spool=ensure_dir("EncryptedSpoolDir", enc),
-            plain_spool=ensure_dir("SpoolDir", plain),
+            encrypted_spool=encrypted_spool,
+            plain_spool=plain_spool,
             conf=conf,
             limits=parse_limits(conf),
             instance=instance_id(root, create=create),
@@ -367,7 +415,7 @@ def instance_id(root: Path, *, create: bool) -> uuid.UUID:
     path = root / INSTANCE_NAME
     if create and not path.exists():
         try:
-            if create_exclusive(path, f"{uuid.uuid4()}\n".encode(), mode=0o644):
+            if create_exclusive(path, f"{uuid.uuid4()}\n".encode(), mode=0o600):
                 log.info("created the instance id %s", path)
         except OSError as exc:
             raise ConfigError(f"cannot create {path}: {exc.strerror or exc}") from exc

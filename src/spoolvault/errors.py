@@ -22,6 +22,7 @@ lives in another module is named here with its module.
     │   │   │   ├── jobs.errors.JobNotPossible
     │   │   │   ├── jobs.release.ReleaseRefused
     │   │   │   ├── jobs.release.PrinterBlocked .. the printer is in error and blocks release
+    │   │   │   ├── documents.convert.NoConversion  the printer's formats cannot be reached
     │   │   │   ├── settings.SettingsConflict .... encryption and archiving both on
     │   │   │   ├── printers.registry.PrinterExists, PrinterInUse
     │   │   │   ├── identity.users.IdentityConflict
@@ -44,6 +45,8 @@ lives in another module is named here with its module.
     │   │   └── intake.lpd.LpdError ............. a malformed LPD command or control file
     │   └── Unavailable ......................... something we depend on is down; not the client's
     │       │                                     fault, try again later (503, service-unavailable)
+    │       ├── DirectoryUnavailable ............ the LDAP/AD directory cannot be reached: a
+    │       │                                     directory user's login is refused (503)
     │       └── servers.remote.ProviderUnavailable the job's print provider cannot be reached
     ├── intake.ipp.IppError ..................... answer an IPP request with this status (its own)
     ├── TemporaryFailure ........................ could not be kept now, try again
@@ -52,6 +55,7 @@ lives in another module is named here with its module.
     │                                             cannot tell whether it landed: the file is kept
     ├── PrinterFailure .......................... a printer did not take a job (502, device-error)
     │   ├── jobs.release.ReleaseFailed .......... the job is kept with the reason
+    │   ├── documents.convert.ConversionFailed .. a converter crashed, failed or stalled
     │   ├── printers.delivery.DeliveryError ..... what the delivery client saw
     │   │   ├── printers.delivery.DeliveryFailed  nothing printed, safe to retry
     │   │   └── printers.delivery.DeliveryUncertain the printer may have it: never resent
@@ -133,6 +137,13 @@ class Unavailable(Refused):
 
     http_status: int = 503
     ipp_status: int = Status.SERVER_ERROR_SERVICE_UNAVAILABLE
+
+
+class DirectoryUnavailable(Unavailable):
+    """The directory that checks an LDAP user's password cannot be reached (no fall-back)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("directory unavailable" + (f": {detail}" if detail else ""))
 
 
 class TemporaryFailure(SpoolvaultError):

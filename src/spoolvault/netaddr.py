@@ -1,7 +1,10 @@
-"""HOST:PORT arguments of the command line (``--http``, ``--raw``, ``--lpd``)."""
+"""HOST:PORT arguments of the command line (``--http``, ``--raw``, ``--lpd``), and
+whether two client addresses are one host."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 from dataclasses import dataclass
 
 from spoolvault.errors import ConfigError
@@ -41,3 +44,19 @@ def parse_hostport(value: str, option: str, *, allow_off: bool = False) -> HostP
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"{option} {value!r}: the port must be a number from 0 to 65535")
     return HostPort(host, int(port_text))
+
+
+def same_address(a: str | None, b: str | None) -> bool:
+    """Whether two client addresses are one host (IPv4-mapped IPv6 as IPv4)."""
+    if not a or not b:
+        return False
+    return _normal(a) == _normal(b)
+
+
+def _normal(host: str) -> str:
+    with contextlib.suppress(ValueError):
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(addr)
+    return host.lower()

@@ -99,7 +99,11 @@ SMTP_FROM = "smtp_from"
 EXPIRY_REMINDER_MINUTES = "expiry_reminder_minutes"
 PUBLIC_URL = "public_url"
 RELEASE_STATION_IDLE_SECONDS = "release_station_idle_seconds"
+FAST_RELEASE_REQUIRE_PIN = "fast_release_require_pin"
 RELEASE_STATION_CARD_PIN = "release_station_card_pin"
+CONVERSION_MEMORY_MB = "conversion_memory_mb"
+CONVERSION_TIMEOUT_SECONDS = "conversion_timeout_seconds"
+MONITORING_PUBLIC = "monitoring_public"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -146,6 +150,27 @@ SETTINGS: tuple[Setting, ...] = (
         min=1,
         max=525_600,
         label="Hold timeout (minutes)",
+    ),
+    Setting(
+        CONVERSION_MEMORY_MB,
+        int,
+        256,
+        "Largest document (MiB) converted at release when its format needs random access "
+        "(PDF, and what texttopdf, imagetopdf or rastertopdf make of a job): it is held in "
+        "memory, never on disk. A larger job is refused at printers that need a conversion "
+        "(docs/formats.md).",
+        min=1,
+        max=65_536,
+        label="Conversion memory limit (MiB)",
+    ),
+    Setting(
+        CONVERSION_TIMEOUT_SECONDS,
+        int,
+        600,
+        "A converter that produces no output for this long is stopped; the job stays held.",
+        min=5,
+        max=86_400,
+        label="Conversion stall timeout (seconds)",
     ),
     Setting(
         HIDE_DOCUMENT_NAMES,
@@ -236,6 +261,76 @@ SETTINGS: tuple[Setting, ...] = (
         "Web release stations ask for the user's PIN together with the card number (card "
         "+ PIN). Off, a card alone logs in users who have no PIN.",
         label="Ask for the PIN with the card at release stations",
+    ),
+    Setting(
+        "ldap_url",
+        str,
+        "",
+        "The LDAP or Active Directory server (ldap://host or ldaps://host, certificates "
+        "checked). Set with ldap_base_dn, users synced from it (source ldap) log in with "
+        "their directory password; empty: no directory. The bind password comes from "
+        "SPOOLVAULT_LDAP_PASSWORD_FILE or SPOOLVAULT_LDAP_PASSWORD, never from here.",
+        label="Directory server URL",
+    ),
+    Setting(
+        "ldap_base_dn",
+        str,
+        "",
+        "Where the directory's user entries are (e.g. ou=people,dc=example,dc=org).",
+        label="Directory base DN",
+    ),
+    Setting(
+        "ldap_bind_dn",
+        str,
+        "",
+        "The service account that searches for a user's entry (empty: anonymous).",
+        label="Directory service account DN",
+    ),
+    Setting(
+        "ldap_user_filter",
+        str,
+        "",
+        "The filter of user entries (empty: (objectClass=inetOrgPerson), or AD's persons).",
+        label="Directory user filter",
+    ),
+    Setting(
+        "ldap_username_attribute",
+        str,
+        "",
+        "The attribute that holds the user name (empty: uid, or sAMAccountName for AD).",
+        label="Directory user name attribute",
+    ),
+    Setting(
+        "ldap_start_tls",
+        bool,
+        False,
+        "Upgrade an ldap:// connection with StartTLS (certificates checked).",
+        label="Directory StartTLS",
+    ),
+    Setting(
+        "ldap_ad",
+        bool,
+        False,
+        "The directory is Active Directory: AD's defaults (sAMAccountName, displayName) "
+        "and disabled accounts (userAccountControl) refused.",
+        label="Directory is Active Directory",
+    ),
+    Setting(
+        FAST_RELEASE_REQUIRE_PIN,
+        bool,
+        False,
+        "Fast Release terminals must send the PIN with the card for users who have a PIN. "
+        "Off, a card tap alone releases; users without a PIN release by card either way.",
+        label="Require the PIN at Fast Release (users with a PIN)",
+    ),
+    Setting(
+        MONITORING_PUBLIC,
+        bool,
+        False,
+        "Let any client read /metrics and the detailed /healthz. Off, they answer only "
+        "clients on this machine (loopback) and administrators (HTTP Basic); others get "
+        "/healthz's bare status and 401 on /metrics.",
+        label="Metrics and health details open to everyone",
     ),
 )
 

@@ -64,12 +64,9 @@ class FakePrinter:
                 continue
             except OSError:
                 return
-            with self._lock:
-                self.connections += 1
-                behaviour = self.script[min(self.connections, len(self.script)) - 1]
-            threading.Thread(target=self._serve, args=(conn, behaviour), daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket, behaviour: str) -> None:
+    def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(60)
         f = conn.makefile("rb")
         try:
@@ -79,7 +76,17 @@ class FakePrinter:
                 if not line:
                     return
                 head += line
-            assert b"transfer-encoding: chunked" in head.lower(), head
+            if b"transfer-encoding: chunked" not in head.lower():
+                # A status request (Get-Printer-Attributes before a release): answered
+                # idle, with no formats, and not one of the scripted print connections.
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                request = Parser().feed(f.read(length))
+                assert request is not None, head
+                conn.sendall(_status_answer(request))
+                return
+            with self._lock:
+                self.connections += 1
+                behaviour = self.script[min(self.connections, len(self.script)) - 1]
             body = bytearray()
             cut = int(behaviour.split(":")[1]) if behaviour.startswith("cut:") else None
             while True:
@@ -116,16 +123,25 @@ class FakePrinter:
                 conn.close()
 
 
-def _answer(request: IppMessage, status: int, job_id: int) -> bytes:
-    resp = IppMessage.response(request, status)
-    if status == Status.SUCCESSFUL_OK:
-        job = resp.add_group(GroupTag.JOB)
-        job.add("job-id", ValueTag.INTEGER, job_id)
-        job.add("job-state", ValueTag.ENUM, 3)
-    body = encode(resp)
+def _status_answer(request: IppMessage) -> bytes:
+    resp = IppMessage.response(request, Status.SUCCESSFUL_OK)
+    resp.add_group(GroupTag.PRINTER).add("printer-state", ValueTag.ENUM, 3)
+    return _http(encode(resp))
+
+
+def _http(body: bytes) -> bytes:
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\nContent-Length: "
         + str(len(body)).encode()
         + b"\r\nConnection: close\r\n\r\n"
         + body
     )
+
+
+def _answer(request: IppMessage, status: int, job_id: int) -> bytes:
+    resp = IppMessage.response(request, status)
+    if status == Status.SUCCESSFUL_OK:
+        job = resp.add_group(GroupTag.JOB)
+        job.add("job-id", ValueTag.INTEGER, job_id)
+        job.add("job-state", ValueTag.ENUM, 3)
+    return _http(encode(resp))

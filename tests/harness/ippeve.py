@@ -171,11 +171,11 @@ def avahi_running() -> bool:
     return check.returncode == 0
 
 
-def _printer_command(port: int, spool: Path, name: str) -> list[str]:
+def _printer_command(port: int, spool: Path, name: str, formats: str = FORMATS) -> list[str]:
     assert IPPEVEPRINTER is not None
     return [
         *(IPPEVEPRINTER, "-p", str(port), "-n", "localhost", "-k", "-d", str(spool)),
-        *("-c", "/bin/cat", "-f", FORMATS, name),
+        *("-c", "/bin/cat", "-f", formats, name),
     ]
 
 
@@ -233,14 +233,16 @@ def _start_printer(work: Path, command: list[str], port: int) -> EvePrinter:
         time.sleep(0.1)
 
 
-def start_printer(work: Path, name: str = "testprinter", port: int | None = None) -> EvePrinter:
+def start_printer(
+    work: Path, name: str = "testprinter", port: int | None = None, formats: str = FORMATS
+) -> EvePrinter:
     """Start ippeveprinter with its spool in ``work/spool`` (jobs "print" with /bin/cat),
-    on ``port`` or a free one."""
+    on ``port`` or a free one, taking ``formats`` (its -f list)."""
     if IPPEVEPRINTER is None:
         pytest.skip("ippeveprinter not installed (Debian package cups-ipp-utils)")
     work.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    plain = _printer_command(port, work / "spool", name)
+    plain = _printer_command(port, work / "spool", name, formats)
     command = _isolated_command(work, plain)
     if command is None:
         if not avahi_running():

@@ -47,7 +47,7 @@ from spoolvault.admin.web_settings import SettingsPages
 from spoolvault.admin.web_users import UserPages
 from spoolvault.audit import Action, AuditLog, Outcome
 from spoolvault.db import JobState
-from spoolvault.errors import AuthenticationFailed, LockedOut
+from spoolvault.errors import AuthenticationFailed, DirectoryUnavailable, LockedOut
 from spoolvault.identity import IdentityService
 from spoolvault.jobs.release import ReleaseService
 from spoolvault.jobs.service import JobService
@@ -191,6 +191,8 @@ class AdminPages(SettingsPages, PrinterPages, JobPages, UserPages, AuditPages, A
             return self._login_page(
                 request, error="Login failed: unknown user or wrong password.", status=401
             )
+        except DirectoryUnavailable as exc:
+            return self._login_page(request, error=f"Login failed: {exc}.", status=503)
         except LockedOut as exc:
             response = self._login_page(
                 request,

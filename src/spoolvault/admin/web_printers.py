@@ -112,6 +112,7 @@ _PRINTER_FIELDS = (
     "snmp_host",
     "snmp_port",
     "hold_timeout_minutes",
+    "document_formats",
 )
 
 
@@ -134,6 +135,7 @@ def _printer_fields(form: FormData, *, adding: bool) -> dict[str, Any]:
         "snmp_host": form_field(form, "snmp_host").strip() or None,
         "snmp_port": _optional_int(form, "snmp_port", "SNMP port"),
         "hold_timeout_minutes": _optional_int(form, "hold_timeout_minutes", "Hold timeout"),
+        "document_formats": form_field(form, "document_formats").strip() or None,
     }
     community = form_field(form, "snmp_community")  # write-only: empty keeps it
     if adding:

@@ -9,7 +9,7 @@ session token they opened (``POST /release/session``) as ``Authorization: Bearer
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import (
     HTTPAuthorizationCredentials,
     HTTPBasic,
@@ -17,6 +17,7 @@ from fastapi.security import (
     HTTPBearer,
 )
 
+from spoolvault.errors import LockedOut
 from spoolvault.identity import IdentityService, SessionStore
 from spoolvault.util.threads import in_thread
 
@@ -33,6 +34,7 @@ def admin_dependency(identity: IdentityService) -> UserDependency:
     """An administrator, by HTTP Basic (the identity service's password check)."""
 
     async def admin(
+        request: Request,
         creds: Annotated[HTTPBasicCredentials | None, Depends(basic)],
     ) -> str:
         unauthorized = HTTPException(
@@ -40,7 +42,15 @@ def admin_dependency(identity: IdentityService) -> UserDependency:
         )
         if creds is None:
             raise unauthorized
-        user = await in_thread(identity.check_password, creds.username, creds.password)
+        client = request.client.host if request.client else None
+        try:
+            user = await in_thread(
+                lambda: identity.check_password(
+                    creds.username, creds.password, client=client, method="REST Basic"
+                )
+            )
+        except LockedOut as exc:  # the one lockout of every login path
+            raise HTTPException(429, str(exc), exc.headers()) from None
         if user is None or not user.is_admin:
             raise unauthorized
         return creds.username

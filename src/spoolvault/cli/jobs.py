@@ -37,6 +37,7 @@ def jobs_list(
     from spoolvault.admin import actions
     from spoolvault.db import JobState
     from spoolvault.settings import HIDDEN_TITLE, HIDE_DOCUMENT_NAMES
+    from spoolvault.util.text import clean_text
 
     try:
         states = [JobState(s) for s in state] if state else None
@@ -49,10 +50,11 @@ def jobs_list(
         for j in found:
             table.add_row(
                 str(j.id),
-                escape(j.owner),
-                HIDDEN_TITLE if hide and j.title else escape(j.title),
+                escape(clean_text(j.owner)),
+                HIDDEN_TITLE if hide and j.title else escape(clean_text(j.title or "")),
                 escape(j.queue),
-                j.state.value + (f" ({escape(j.state_reason)})" if j.state_reason else ""),
+                j.state.value
+                + (f" ({escape(clean_text(j.state_reason, 1023))})" if j.state_reason else ""),
                 str(j.size),
                 "" if j.pages is None else str(j.pages),
                 j.created_at.strftime("%Y-%m-%d %H:%M:%S"),

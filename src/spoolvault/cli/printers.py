@@ -23,6 +23,12 @@ from spoolvault.errors import SpoolvaultError
 printer_app = typer.Typer(help="Printers: add, list, change, remove.", no_args_is_help=True)
 
 
+_FORMATS_HELP = (
+    "Comma-separated MIME types it takes (socket/lpd default: application/postscript,"
+    "application/vnd.hp-pcl); others are converted at release."
+)
+
+
 def _printer_table(printers: list[Any]) -> Table:
     table = Table("name", "uri", "mode", "group", "blocks on error", "snmp", "hold timeout")
     for p in printers:
@@ -60,6 +66,7 @@ def printer_add(
     hold_timeout_minutes: Annotated[
         int | None, typer.Option(help="This queue's hold timeout; default: the server's.")
     ] = None,
+    formats: Annotated[str | None, typer.Option(help=_FORMATS_HELP)] = None,
 ) -> None:
     """Add a printer; its queue is /printers/NAME."""
     from spoolvault.admin import actions
@@ -74,6 +81,7 @@ def printer_add(
         "snmp_host": snmp_host,
         "snmp_port": snmp_port,
         "hold_timeout_minutes": hold_timeout_minutes,
+        "document_formats": formats,
     }
     with services(data_dir, database) as (_, jobs, _):
         try:
@@ -106,6 +114,10 @@ def printer_set(
     snmp_host: Annotated[str | None, typer.Option()] = None,
     snmp_port: Annotated[int | None, typer.Option()] = None,
     hold_timeout_minutes: Annotated[int | None, typer.Option()] = None,
+    formats: Annotated[str | None, typer.Option(help=_FORMATS_HELP)] = None,
+    default_formats: Annotated[
+        bool, typer.Option("--default-formats", help="Back to the default formats.")
+    ] = False,
     no_snmp: Annotated[bool, typer.Option("--no-snmp", help="Stop asking SNMP.")] = False,
     server_hold_timeout: Annotated[
         bool, typer.Option("--server-hold-timeout", help="Use the server's hold timeout.")
@@ -123,12 +135,15 @@ def printer_set(
         "snmp_host": snmp_host,
         "snmp_port": snmp_port,
         "hold_timeout_minutes": hold_timeout_minutes,
+        "document_formats": formats,
     }
     changes: dict[str, object] = {k: v for k, v in given.items() if v is not None}
     if no_snmp:
         changes.update(snmp_community=None, snmp_host=None, snmp_port=None)
     if server_hold_timeout:
         changes["hold_timeout_minutes"] = None
+    if default_formats:
+        changes["document_formats"] = None
     if not changes:
         fail("nothing to change: give at least one option (see --help)")
     with services(data_dir, database) as (_, jobs, _):

@@ -26,6 +26,7 @@ from spoolvault.errors import OperatorError, SpoolvaultError
 from spoolvault.netaddr import HostPort, parse_hostport
 
 log = logging.getLogger("spoolvault")
+ADMIN_PASSWORD_FILE = "initial-admin-password"  # noqa: S105 (a file name)
 
 
 def _bind(addr: HostPort, flag: str, *, reset: bool = False) -> socket.socket:
@@ -227,8 +228,19 @@ def _serve(
         )
         generated = rt.db.ensure_admin(os.environ.get("SPOOLVAULT_ADMIN_PASSWORD"))
         if generated:
-            # Printed once, on the first start only; only its argon2id hash is stored.
-            out.print(f"admin password (shown once): {generated}", highlight=False)
+            # Shown once, on the first start only; only its argon2id hash is stored. Not
+            # into a log (systemd's journal, a redirected file): a 0600 file instead.
+            if sys.stdout.isatty():
+                out.print(f"admin password (shown once): {generated}", highlight=False)
+            else:
+                from spoolvault.util.fs import create_exclusive
+
+                path = rt.data.root / ADMIN_PASSWORD_FILE
+                create_exclusive(path, f"{generated}\n".encode(), mode=0o600)
+                out.print(
+                    f"admin password written to {path} (mode 0600): read it, then delete it",
+                    highlight=False,
+                )
         from spoolvault.web.guard import GuardedHttpProtocol
 
         limits = rt.data.limits

@@ -4,7 +4,6 @@ delegation, whether or not the server runs."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,8 +231,16 @@ def user_import(
 
 @user_app.command("ldap-sync")
 def user_ldap_sync(
-    url: Annotated[str, typer.Option("--url", help="ldap://host[:389] or ldaps://host[:636]")],
-    base_dn: Annotated[str, typer.Option("--base-dn", help="Where the users are.")],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="ldap://host[:389] or ldaps://host[:636]; default: setting ldap_url."
+        ),
+    ] = None,
+    base_dn: Annotated[
+        str | None,
+        typer.Option("--base-dn", help="Where the users are; default: setting ldap_base_dn."),
+    ] = None,
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     database: DatabaseOpt = None,
     bind_dn: Annotated[
@@ -259,11 +266,24 @@ def user_ldap_sync(
 ) -> None:
     """Create, update and disable users, and set directory groups, from LDAP or AD."""
     from spoolvault.admin import actions
-    from spoolvault.identity.ldap import LdapConfig
+    from spoolvault.identity.ldap import LdapConfig, bind_password, config_from_settings
 
+    if url is None or base_dn is None:
+        # No flags: the directory connection of the server settings (ldap_*).
+        with open_database(data_dir, database) as (_data, db):
+            stored = db.get_settings()
+        saved = config_from_settings(stored)
+        if saved is None:
+            fail("no directory: give --url and --base-dn, or set ldap_url and ldap_base_dn")
+        url, base_dn = url or saved.url, base_dn or saved.base_dn
+        active_directory = active_directory or bool(stored.get("ldap_ad"))
+        start_tls = start_tls or saved.start_tls
+        bind_dn = bind_dn or saved.bind_dn
+        user_filter = user_filter or stored.get("ldap_user_filter") or None
+        username_attribute = username_attribute or stored.get("ldap_username_attribute") or None
     options: dict[str, Any] = {
         "bind_dn": bind_dn,
-        "bind_password": os.environ.get("SPOOLVAULT_LDAP_PASSWORD"),
+        "bind_password": bind_password(),
         "start_tls": start_tls,
         "card_attribute": card_attribute,
         "id_number_attribute": id_attribute,

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -140,8 +141,25 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _private_sqlite_files(database: str | None) -> None:
+    """The SQLite file (password and PIN hashes, card HMACs, every title) made 0600 before
+    SQLite opens it: SQLite gives its -wal and -shm the database file's mode. Existing
+    files readable by others are tightened."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    with contextlib.suppress(OSError):  # SQLite itself reports a path it cannot open
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(OSError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+                log.warning("%s was readable by group or others: made 0600", name)
+
+
 def _create_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
+        _private_sqlite_files(url.database)
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -500,7 +518,9 @@ class Database:
         ]
 
     def get_job(self, job_id: int) -> Job | None:
-        """The job with this id, or None."""
+        """The job with this id, or None (also for an id no column holds: 2**63 and up)."""
+        if not 0 < job_id < 2**63:
+            return None
         with self.session(write=False) as s:
             return s.get(Job, job_id)
 

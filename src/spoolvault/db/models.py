@@ -22,6 +22,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -164,6 +165,8 @@ class Job(Base):
     # NULL only while the job is INCOMING (no document yet) or ABORTED.
     spool_name: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
     document_format: Mapped[str] = mapped_column(String, default="application/octet-stream")
+    # What its first bytes show (documents/formats.py); NULL for jobs spooled before 0005.
+    detected_format: Mapped[str | None] = mapped_column(String(64))
     # argon2id of SHA-256 of the job's PIN (PWG 5100.11 job-password), when it has one.
     pin_hash: Mapped[str | None] = mapped_column(String)
     # The client's own job-hold-until (RFC 8011 §5.2.2); release still needs the owner.
@@ -254,6 +257,9 @@ class Printer(Base):
     snmp_port: Mapped[int | None] = mapped_column(Integer)
     # Held jobs on this printer's own queue expire after this; NULL: the server's setting.
     hold_timeout_minutes: Mapped[int | None] = mapped_column(Integer)
+    # socket:// and lpd://: the formats it takes, comma-separated MIME types; NULL: PostScript
+    # and PCL. IPP printers say theirs (document-format-supported); set, it overrides them.
+    document_formats: Mapped[str | None] = mapped_column(String)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:
@@ -326,6 +332,38 @@ class AppInstance(Base):
 
     def __repr__(self) -> str:
         return f"AppInstance(id={self.id!r})"
+
+
+class LoginCounter(Base):
+    """Failed logins under one lockout key (identity/lockout.py), shared by every app server.
+
+    Times are wall-clock seconds since the epoch, so that every server reads them alike.
+    """
+
+    __tablename__ = "login_counters"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+    last: Mapped[float] = mapped_column(Float, index=True)
+
+    def __repr__(self) -> str:
+        return f"LoginCounter(key={self.key!r}, failures={self.failures})"
+
+
+class ReleaseSession(Base):
+    """A release or MFD session (identity/sessions.py): the SHA-256 of its token, never it."""
+
+    __tablename__ = "release_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(255))
+    station: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    expires: Mapped[float] = mapped_column(Float, index=True)
+
+    def __repr__(self) -> str:
+        return f"ReleaseSession(username={self.username!r}, station={self.station!r})"
 
 
 class User(Base):

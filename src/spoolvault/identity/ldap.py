@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult
+from ldap3.utils.conv import escape_filter_chars
 from sqlalchemy import delete, select
 
 from spoolvault.db import Group, GroupMember, User, UserSource
-from spoolvault.errors import OperatorError
+from spoolvault.errors import DirectoryUnavailable, OperatorError
 from spoolvault.identity.users import (
     InvalidIdentity,
     Users,
@@ -141,6 +143,14 @@ def _all(attributes: dict[str, Any], name: str) -> list[str]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
+def _close(conn: ldap3.Connection) -> None:
+    """Close the socket of a connection that failed to open (ldap3 leaves it open)."""
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
 def _connect(cfg: LdapConfig) -> ldap3.Connection:
     server = ldap3.Server(cfg.url, connect_timeout=cfg.timeout, get_info=ldap3.NONE)
     conn = ldap3.Connection(
@@ -159,6 +169,7 @@ def _connect(cfg: LdapConfig) -> ldap3.Connection:
     except LDAPException as exc:
         with contextlib.suppress(LDAPException):
             conn.unbind()  # closes the socket
+        _close(conn)
         # ldap3's messages name the server and the result, never the password.
         who = cfg.bind_dn or "anonymous"
         raise LdapSyncError(f"cannot bind to {cfg.url} as {who}: {exc}") from None
@@ -343,3 +354,97 @@ def _dedupe(entries: list[_Entry], attr: str, what: str, result: SyncResult) -> 
         if getattr(e, attr) and counts[getattr(e, attr)] > 1:
             result.skipped.append(f"{e.dn}: {what} not synced: shared with another entry")
             setattr(e, attr, None)
+
+
+# -- login by a bind as the user -------------------------------------------------------
+
+AD_ENABLED = "(!(userAccountControl:1.2.840.113556.1.4.803:=2))"  # AD: not disabled
+BIND_PASSWORD_ENV = "SPOOLVAULT_LDAP_PASSWORD"  # noqa: S105 (a variable name)
+BIND_PASSWORD_FILE_ENV = "SPOOLVAULT_LDAP_PASSWORD_FILE"  # noqa: S105
+
+
+def bind_password(env: Mapping[str, str] | None = None) -> str | None:
+    """The service account's password: from a file named in the environment, or the
+    environment itself; never from the database or a page."""
+    env = os.environ if env is None else env
+    path = env.get(BIND_PASSWORD_FILE_ENV)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise LdapSyncError(f"cannot read the LDAP bind password file {path}: {exc}") from None
+    return env.get(BIND_PASSWORD_ENV) or None
+
+
+def config_from_settings(
+    settings: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> LdapConfig | None:
+    """The directory connection of the server settings (ldap_*); None when not set."""
+    url, base = settings.get("ldap_url") or "", settings.get("ldap_base_dn") or ""
+    if not url or not base:
+        return None
+    overrides: dict[str, Any] = {
+        "bind_dn": settings.get("ldap_bind_dn") or None,
+        "bind_password": bind_password(env),
+        "start_tls": bool(settings.get("ldap_start_tls")),
+        "user_filter": settings.get("ldap_user_filter") or None,
+        "username_attribute": settings.get("ldap_username_attribute") or None,
+    }
+    if settings.get("ldap_ad"):
+        return LdapConfig.active_directory(url, base, **overrides)
+    return LdapConfig(
+        url=url, base_dn=base, **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+def authenticate(cfg: LdapConfig, username: str, password: str, *, ad: bool = False) -> bool:
+    """Whether ``password`` is the directory password of ``username``: search its DN (as the
+    service account), then bind as that DN. A deleted or disabled entry, or one no longer
+    matched by the user filter, is refused; the directory down raises DirectoryUnavailable.
+    """
+    if not password:
+        return False  # an empty password would be an unauthenticated bind: it "succeeds"
+    try:
+        conn = _connect(cfg)
+    except LdapSyncError as exc:
+        raise DirectoryUnavailable(str(exc)) from None
+    try:
+        who = f"({cfg.username_attribute}={escape_filter_chars(username)})"
+        extra = AD_ENABLED if ad or cfg.username_attribute == "sAMAccountName" else ""
+        conn.search(
+            cfg.base_dn,
+            f"(&{cfg.user_filter}{who}{extra})",
+            search_scope=ldap3.SUBTREE,
+            attributes=[],
+            size_limit=2,
+        )
+        found = [e["dn"] for e in conn.response or [] if e.get("type") == "searchResEntry"]
+    except LDAPException as exc:
+        raise DirectoryUnavailable(f"search failed: {exc}") from None
+    finally:
+        with contextlib.suppress(LDAPException):
+            conn.unbind()
+    if len(found) != 1:
+        return False
+    server = ldap3.Server(cfg.url, connect_timeout=cfg.timeout, get_info=ldap3.NONE)
+    user = ldap3.Connection(
+        server,
+        user=found[0],
+        password=password,
+        receive_timeout=cfg.timeout,
+        raise_exceptions=True,
+    )
+    try:
+        user.open()
+        if cfg.start_tls:
+            user.start_tls()
+        user.bind()
+        return True
+    except (LDAPInvalidCredentialsResult, LDAPBindError):
+        return False
+    except LDAPException as exc:
+        raise DirectoryUnavailable(f"bind failed: {exc}") from None
+    finally:
+        with contextlib.suppress(LDAPException):
+            user.unbind()

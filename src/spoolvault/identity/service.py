@@ -8,8 +8,9 @@ the user name or raises:
 - ``AuthenticationFailed``: one message whether the user, card or ID number is unknown,
   the account is disabled, or the password or PIN is wrong (no user enumeration). Unknown
   names take as long to refuse as wrong passwords (a dummy argon2 check).
-- ``LockedOut``: the account or the station failed too often (lockout.py); checked before
-  the credentials, so a locked account cannot be guessed at.
+- ``LockedOut``: the (account, client address) pair, the account across addresses or the
+  address across accounts failed too often (lockout.py); checked before the credentials,
+  so a locked pair cannot be guessed at.
 
 Every attempt is an ``auth.login`` audit event: ``ok``, or ``refused`` with the method and
 station, never the secret, and never the name typed for an unknown user (people type
@@ -23,10 +24,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from spoolvault.audit import Action, AuditLog, Outcome
-from spoolvault.db import Database, User
+from spoolvault.db import Database, User, UserSource
 from spoolvault.db.models import utcnow
 from spoolvault.errors import AuthenticationFailed, LockedOut
 from spoolvault.identity.cardkey import CardKey, normalize_card
+from spoolvault.identity.ldap import LdapConfig
+from spoolvault.identity.ldap import authenticate as ldap_authenticate
 from spoolvault.identity.lockout import Lockout
 from spoolvault.identity.sessions import SESSION_SECONDS, SessionStore
 from spoolvault.identity.users import Users, hash_secret, needs_rehash, verify_secret
@@ -44,7 +47,7 @@ class IdentityService:
         card_key: CardKey,
         *,
         audit: AuditLog | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         wall_clock: Callable[[], datetime] = utcnow,
         lockout: Lockout | None = None,
         session_ttl: int = SESSION_SECONDS,
@@ -53,8 +56,10 @@ class IdentityService:
         self.users = Users(db, card_key)
         self.audit = audit
         self.wall_clock = wall_clock
-        self.lockout = lockout or Lockout(clock)
-        self.sessions = SessionStore(clock, ttl=session_ttl)
+        self.lockout = lockout or Lockout(db, clock)
+        self.sessions = SessionStore(db, clock, ttl=session_ttl)
+        # The directory connection (server settings ldap_*); None: no directory logins.
+        self.directory: Callable[[], LdapConfig | None] | None = None
 
     def __repr__(self) -> str:
         return f"IdentityService(db={self.db!r})"
@@ -72,8 +77,8 @@ class IdentityService:
     ) -> str:
         """Log in with user name and password; return the user name.
 
-        ``station`` names where (lockout, audit); ``client``, the network address, is
-        counted as a station too where the station name comes from the client itself.
+        ``station`` names where (audit); ``client``, the network address, is what the
+        lockout counts (the station stands for it when there is none, e.g. a device).
         """
         user = self.users.get(username)
 
@@ -84,23 +89,48 @@ class IdentityService:
             "password", f"user:{username}", user, check, station, printer=printer, client=client
         )
 
-    def check_password(self, username: str, password: str) -> User | None:
+    def check_password(
+        self,
+        username: str,
+        password: str,
+        *,
+        client: str | None = None,
+        method: str = "HTTP Basic",
+    ) -> User | None:
         """The user, if ``username`` is an enabled account whose password is ``password``.
 
-        The one password check of every front end that takes a user name and password:
-        IPP and REST administration HTTP Basic call it directly, ``login_password`` (release
-        stations, the admin pages) through the same ``_password_matches``. It takes as long
-        for an unknown user as for a wrong password. Unlike the logins it neither counts
-        failures for lockout nor records an audit event: HTTP Basic is sent with every
-        request, and whether lockout applies to it is not decided here yet.
+        The one password check of every front end that takes a user name and password with
+        each request: IPP and REST administration HTTP Basic. It is under the same lockout
+        as the logins (``client`` is the caller's address) and raises ``LockedOut``; refusals
+        and lockouts are ``auth.login`` audit events, successes are not (HTTP Basic comes
+        with every request). It takes as long for an unknown user as for a wrong password.
         """
         user = self.users.get(username)
-        if self._password_matches(user, password) and user is not None and not user.disabled:
-            return user
-        return None
+        address = client or "unknown"
+        try:
+            self._login(
+                method,
+                f"user:{username}",
+                user,
+                lambda found: self._password_matches(found, password),
+                f"{method} ({address})",
+                client=address,
+                record_ok=False,
+            )
+        except AuthenticationFailed:
+            return None
+        return user
 
     def _password_matches(self, user: User | None, password: str) -> bool:
-        """The argon2 check of ``password`` against the user's hash (a dummy one without)."""
+        """The argon2 check of ``password`` against the user's hash (a dummy one without).
+
+        A user synced from the directory (source ``ldap``) is checked by a bind as
+        themselves when a directory is configured (``self.directory``); the directory
+        down raises DirectoryUnavailable, never a fall-back to a local hash.
+        """
+        cfg = self.directory() if self.directory is not None else None
+        if user is not None and user.source == UserSource.LDAP and cfg is not None:
+            return ldap_authenticate(cfg, user.username, password)
         stored = user.password_hash if user is not None else None
         ok = verify_secret(stored, password)
         if ok and user is not None and stored is not None and needs_rehash(stored):
@@ -158,17 +188,34 @@ class IdentityService:
             "ID number and PIN", key, user, check, station, printer=printer, client=client
         )
 
-    def card_owner(self, card_number: str, *, station: str, printer: str | None = None) -> str:
-        """Fast Release: whose card this is, by the card alone (a tap, no PIN by design)."""
+    def card_owner(
+        self,
+        card_number: str,
+        *,
+        station: str,
+        printer: str | None = None,
+        pin: str | None = None,
+        require_pin: bool = False,
+    ) -> str:
+        """Fast Release: whose card this is, by the card alone (a tap), or with
+        ``require_pin`` (setting ``fast_release_require_pin``) and the user's PIN for users
+        who have one; users without a PIN still release by the card alone."""
         user = self.users.by_card(card_number) if card_number.strip() else None
         key = (
             f"user:{user.username}"
             if user is not None
             else "card:" + self.users.card_key.card_hash(normalize_card(card_number))[:32]
         )
-        return self._login(
-            "card (fast release)", key, user, lambda u: u is not None, station, printer=printer
-        )
+
+        def check(found: User | None) -> bool:
+            if found is None:
+                return False
+            if require_pin and found.pin_hash is not None:
+                return pin is not None and verify_secret(found.pin_hash, pin)
+            return True
+
+        method = "card and PIN (fast release)" if require_pin else "card (fast release)"
+        return self._login(method, key, user, check, station, printer=printer)
 
     def _login(
         self,
@@ -180,13 +227,12 @@ class IdentityService:
         *,
         printer: str | None = None,
         client: str | None = None,
+        record_ok: bool = True,
     ) -> str:
         station = station[:MAX_STATION]
-        keys = [Lockout.account(account), Lockout.station(station)]
-        if client is not None and f"api:{client}" != station:
-            # A station name the client chose could be changed at every guess: its address
-            # is counted too.
-            keys.append(Lockout.station(f"api:{client}"))
+        # The client's address when known (a station name the client chose could change
+        # at every guess); else the station, e.g. a registered device, is the address.
+        keys = Lockout.keys(account, client or station)
         actor = user.username if user is not None else UNKNOWN_ACTOR
         try:
             self.lockout.check(keys)
@@ -207,7 +253,8 @@ class IdentityService:
             self._record(actor, Outcome.REFUSED, detail, printer)
             raise AuthenticationFailed()
         self.lockout.succeeded(keys[0])
-        self._record(user.username, Outcome.OK, f"{method} at {station}", printer)
+        if record_ok:
+            self._record(user.username, Outcome.OK, f"{method} at {station}", printer)
         return user.username
 
     def _record(self, actor: str, outcome: Outcome, detail: str, printer: str | None) -> None:

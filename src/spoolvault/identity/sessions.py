@@ -2,25 +2,32 @@
 
 A session expires ``ttl`` seconds after it was opened (a release station is used for a
 minute, not a day), and an MFD session is bound to the device it was opened on: its token
-is refused when another device presents it. Sessions are kept in memory, per application
-server; the clock is injectable so tests can expire one without sleeping.
+is refused when another device presents it. Sessions live in the database
+(``release_sessions``, keyed by the token's SHA-256, never the token), so a token opened on
+one app server works on every other. Times are wall-clock seconds; the clock is injectable
+so tests can expire one without sleeping.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import delete, func, select
+
+from spoolvault.db import Database
+from spoolvault.db.models import ReleaseSession
+
 SESSION_SECONDS = 300  # long enough to pick jobs at a printer, no longer
-MAX_SESSIONS = 100_000
+MAX_TOKEN = 512
 
 
 @dataclass(frozen=True)
 class Session:
-    """Who is logged in, where, until when (monotonic seconds). The token is not kept here."""
+    """Who is logged in, where, until when (epoch seconds). The token is not kept here."""
 
     username: str
     station: str
@@ -28,49 +35,64 @@ class Session:
     device: str | None = None
 
 
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class SessionStore:
-    """Tokens to sessions, with expiry (thread-safe)."""
+    """Tokens to sessions, with expiry, in the database (every app server sees them)."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, *, ttl: int = SESSION_SECONDS
+        self, db: Database, clock: Callable[[], float] = time.time, *, ttl: int = SESSION_SECONDS
     ) -> None:
+        self.db = db
         self.clock = clock
         self.ttl = ttl
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SessionStore(ttl={self.ttl}, sessions=<{len(self._sessions)} hidden>)"
+        return f"SessionStore(ttl={self.ttl}, db={self.db!r})"
 
     def open(self, username: str, *, station: str, device: str | None = None) -> str:
         """Start a session; return its token (256 random bits, URL-safe)."""
         token = secrets.token_urlsafe(32)
         now = self.clock()
-        with self._lock:
-            for key in [k for k, v in self._sessions.items() if v.expires <= now]:
-                del self._sessions[key]
-            if len(self._sessions) >= MAX_SESSIONS:
-                oldest = min(self._sessions, key=lambda k: self._sessions[k].expires)
-                del self._sessions[oldest]
-            self._sessions[token] = Session(username, station, now + self.ttl, device)
+        with self.db.session() as s:
+            s.execute(delete(ReleaseSession).where(ReleaseSession.expires <= now))
+            s.add(
+                ReleaseSession(
+                    token_hash=_hash(token),
+                    username=username,
+                    station=station[:255],
+                    device=device,
+                    expires=now + self.ttl,
+                )
+            )
         return token
 
     def get(self, token: str | None, *, device: str | None = None) -> Session | None:
         """The live session of ``token``; None if unknown, expired or from another device."""
-        if not token:
+        if not token or len(token) > MAX_TOKEN:
             return None
-        with self._lock:
-            session = self._sessions.get(token)
-            if session is None:
-                return None
-            if session.expires <= self.clock():
-                del self._sessions[token]
-                return None
-        if session.device != device:
+        with self.db.session(write=False) as s:
+            row = s.get(ReleaseSession, _hash(token))
+        if row is None or row.expires <= self.clock() or row.device != device:
             return None
-        return session
+        return Session(row.username, row.station, row.expires, row.device)
 
     def close(self, token: str) -> None:
         """End a session (log out)."""
-        with self._lock:
-            self._sessions.pop(token, None)
+        if token and len(token) <= MAX_TOKEN:
+            with self.db.session() as s:
+                s.execute(delete(ReleaseSession).where(ReleaseSession.token_hash == _hash(token)))
+
+    def count(self) -> int:
+        """Live sessions (for tests and metrics)."""
+        with self.db.session(write=False) as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(ReleaseSession)
+                    .where(ReleaseSession.expires > self.clock())
+                )
+                or 0
+            )

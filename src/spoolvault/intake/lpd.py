@@ -70,8 +70,9 @@ from spoolvault.documents.pjl import PjlInfo, PjlScanner
 from spoolvault.errors import ClientError, SpoolvaultError
 from spoolvault.intake import IntakeServer, close_connection, finish_durably, peer_host
 from spoolvault.jobs.errors import JobNotFound, JobNotPossible
-from spoolvault.jobs.intake import UNKNOWN_OWNER, Submission
+from spoolvault.jobs.intake import UNKNOWN_OWNER, Scan, Submission
 from spoolvault.jobs.service import JobService
+from spoolvault.netaddr import same_address
 from spoolvault.settings import HIDDEN_TITLE, HIDE_DOCUMENT_NAMES, IPP_AUTHENTICATION_REQUIRED
 from spoolvault.spool.store import SpoolFile
 from spoolvault.util.text import MAX_NAME_BYTES, clean_text, decode_text
@@ -281,7 +282,7 @@ class _Data:
     """A received data file, already committed to the spool."""
 
     spool_file: SpoolFile
-    pages: int | None
+    scan: Scan
     pjl: PjlInfo
 
 
@@ -290,10 +291,10 @@ class _Progress:
 
 
 async def _record_spooled(
-    jobs: JobService, sub: Submission, spool_file: SpoolFile, pages: int | None
+    jobs: JobService, sub: Submission, spool_file: SpoolFile, scan: Scan
 ) -> Job:
     """Record a held job for a file already spooled (a data file that came first)."""
-    return await jobs.record(sub, spool_file, pages)
+    return await jobs.record(sub, spool_file, scan)
 
 
 class _Session:
@@ -490,8 +491,8 @@ class _Session:
             progress.consumed = True
 
         task = asyncio.ensure_future(self.jobs.spool(chunks()))
-        spool_file, pages = await finish_durably(task, lambda: progress.consumed)
-        return _Data(spool_file, pages, scanner.result())
+        spool_file, scan = await finish_durably(task, lambda: progress.consumed)
+        return _Data(spool_file, scan, scanner.result())
 
     def _complete(self) -> bool:
         return self.control is not None and all(n in self.data for n in self.control.data_names)
@@ -515,7 +516,7 @@ class _Session:
                 continue
             sub = self._submission(control, doc, data.pjl, i, len(docs))
             job = await finish_durably(
-                asyncio.ensure_future(_record_spooled(self.jobs, sub, data.spool_file, data.pages)),
+                asyncio.ensure_future(_record_spooled(self.jobs, sub, data.spool_file, data.scan)),
                 lambda: True,
             )
             if job.owner == UNKNOWN_OWNER:
@@ -694,14 +695,29 @@ class _Session:
             job = self.jobs.get(job_id)
             if job.owner != agent or job.queue != self.queue:
                 raise JobNotFound(f"job {job_id} does not exist")
+            if not same_address(job.originating_host, self.peer):
+                # An LPD user name is only a claim: it removes a job only from the host
+                # that submitted it (docs/security.md "Claimed owners").
+                log.info(
+                    "LPD: job %d not removed: %s asked from %s, not the submitting host",
+                    job_id,
+                    clean_text(agent),
+                    self.peer,
+                )
+                return (
+                    f"job {job_id}: not removed: it was submitted from another host; "
+                    "cancel it at a release station or over authenticated IPP\n"
+                )
             self.jobs.cancel(
-                job_id, actor=agent, reason=f"removed over LPD by {agent} from {self.peer}"
+                job_id,
+                actor=agent,
+                reason=f"removed over LPD by {clean_text(agent)} from {self.peer}",
             )
         except JobNotFound:
             return f"job {job_id}: no such job of {clean_text(agent)} on {self.queue}\n"
         except JobNotPossible as exc:
             return f"job {job_id}: not removed: {exc}\n"
-        log.info("LPD: job %d removed by %s from %s", job_id, agent, self.peer)
+        log.info("LPD: job %d removed by %s from %s", job_id, clean_text(agent), self.peer)
         return f"job {job_id} removed\n"
 
 

@@ -26,6 +26,7 @@ from spoolvault.ipp.message import (
     StringWithLanguage,
     Value,
 )
+from spoolvault.util.text import clean_text
 
 T = ValueTag
 
@@ -426,7 +427,7 @@ def _add_state(g: AttributeGroup, job: Job) -> None:
         "Held until you release it at a printer" if state == JobState.PENDING_HELD else ""
     )
     if message:
-        _add(g, "job-state-message", T.TEXT, [message[:255]])
+        _add(g, "job-state-message", T.TEXT, [clean_text(message, 255)])
 
 
 def job_created_attributes(job: Job, *, job_uri: str) -> AttributeGroup:
@@ -448,8 +449,10 @@ def job_attributes(job: Job, *, job_uri: str, printer_uri: str, now: datetime) -
     _add(g, "job-uri", T.URI, [job_uri])
     _add(g, "job-uuid", T.URI, [f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, job_uri)}"])
     _add(g, "job-printer-uri", T.URI, [printer_uri])
-    _add(g, "job-name", T.NAME, [job.title or f"job {job.id}"])
-    _add(g, "job-originating-user-name", T.NAME, [job.owner])
+    # Cleaned again on the way out: a job stored before names were cleaned at intake must
+    # not put a control character in our reply (ipptool refuses such a name).
+    _add(g, "job-name", T.NAME, [clean_text(job.title or "") or f"job {job.id}"])
+    _add(g, "job-originating-user-name", T.NAME, [clean_text(job.owner) or "anonymous"])
     _add_state(g, job)
     _add(g, "job-k-octets", T.INTEGER, [(job.size + 1023) // 1024])
     hold = job.client_hold or "no-hold"

@@ -36,6 +36,7 @@ from sqlalchemy import update
 
 from spoolvault.audit import Action, AuditEntry
 from spoolvault.db import CommitUnknown, Database, Job, JobState, brief_error
+from spoolvault.documents.formats import FormatSniffer, generic, same
 from spoolvault.documents.pages import PageCounter
 from spoolvault.errors import Refused, SpoolWriteError
 from spoolvault.jobs.errors import JobNotPossible, JobTooLarge
@@ -73,12 +74,20 @@ class Submission:
     originating_host: str | None = None
 
 
+@dataclass(frozen=True)
+class Scan:
+    """What was learnt from a document's bytes as it streamed in."""
+
+    pages: int | None = None
+    detected: str | None = None  # documents.formats: the MIME type its first bytes show
+
+
 @dataclass(eq=False)
 class _Intake:
     """A received document on its way to becoming a durable held job (``_commit``)."""
 
     sub: Submission
-    pages: int | None
+    scan: Scan
     job_id: int | None = None  # an INCOMING job (Create-Job) that gets this document
     document: list[bytes] | None = None  # a small document, for the write thread
     spool_file: SpoolFile | None = None  # the document, committed (for the record thread)
@@ -120,8 +129,8 @@ class JobIntake:
 
     async def _receive(
         self, chunks: AsyncIterator[bytes]
-    ) -> tuple[SpoolWriter | None, list[bytes], int | None]:
-        """Receive a document: (writer, the rest, page count).
+    ) -> tuple[SpoolWriter | None, list[bytes], Scan]:
+        """Receive a document: (writer, the rest, its page count and detected format).
 
         A document that ends within its first batch (WRITE_BATCH bytes) comes back whole,
         with no writer (nothing is on disk yet), for the write thread. A larger one is
@@ -131,6 +140,7 @@ class JobIntake:
         written yet.
         """
         pages = PageCounter()
+        sniffer = FormatSniffer()
         writer: SpoolWriter | None = None
         pending: asyncio.Future[SpoolWriter] | None = None
         try:
@@ -145,6 +155,7 @@ class JobIntake:
                         f"(MaxJobSize)"
                     )
                 pages.feed(chunk)
+                sniffer.feed(chunk)
                 batch.append(chunk)
                 held += len(chunk)
                 if held >= WRITE_BATCH:
@@ -165,7 +176,7 @@ class JobIntake:
             if writer is not None:
                 await in_thread(writer.abort)
             raise
-        return writer, batch, pages.result()
+        return writer, batch, Scan(pages.result(), sniffer.result())
 
     def _write(self, writer: SpoolWriter | None, chunks: list[bytes]) -> SpoolWriter:
         """Append ``chunks`` to ``writer`` (a new one if None); abort it if that fails."""
@@ -190,22 +201,22 @@ class JobIntake:
             writer.abort()
             raise
 
-    async def spool(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolFile, int | None]:
+    async def spool(self, chunks: AsyncIterator[bytes]) -> tuple[SpoolFile, Scan]:
         """Stream a document into a new, committed spool file; return it and a page count.
 
         The file has no job yet: ``record`` it (LPD, whose control file may come last).
         """
-        writer, rest, pages = await self._receive(chunks)
-        return await in_thread(self._write_and_commit, writer, rest), pages
+        writer, rest, scan = await self._receive(chunks)
+        return await in_thread(self._write_and_commit, writer, rest), scan
 
-    async def record(self, sub: Submission, spool_file: SpoolFile, pages: int | None) -> Job:
+    async def record(self, sub: Submission, spool_file: SpoolFile, scan: Scan) -> Job:
         """Record a held job for a committed spool file; shred the file if that fails."""
-        return await self._recording.run(_Intake(sub, pages, spool_file=spool_file))
+        return await self._recording.run(_Intake(sub, scan, spool_file=spool_file))
 
     async def submit(self, sub: Submission, chunks: AsyncIterator[bytes]) -> Job:
         """Spool a document and record it as a held job; return the durable job."""
-        writer, rest, pages = await self._receive(chunks)
-        return await self._commit(_Intake(sub, pages), writer, rest)
+        writer, rest, scan = await self._receive(chunks)
+        return await self._commit(_Intake(sub, scan), writer, rest)
 
     async def _commit(self, intake: _Intake, writer: SpoolWriter | None, rest: list[bytes]) -> Job:
         """Make a received document a durable held job (see ``_write_batch``)."""
@@ -439,9 +450,10 @@ class JobIntake:
             encrypted=spool_file.encrypted,
             key_id=spool_file.key_id,
             format_version=spool_file.format_version,
-            pages=sub.pages if sub.pages is not None else intake.pages,
+            pages=sub.pages if sub.pages is not None else intake.scan.pages,
             state=JobState.HELD,
             created_at=self.clock(),
+            detected_format=_detected(sub, intake.scan),
             **self._extra(sub),
         )
 
@@ -480,8 +492,8 @@ class JobIntake:
         # interval, so its marks while the data arrives come in time.
         if self.clock() - job.updated_at >= timedelta(seconds=INCOMING_KEEPALIVE):
             await in_thread(self._touch_incoming, job_id)
-        writer, rest, pages = await self._receive(self._keeping_alive(job_id, chunks))
-        return await self._commit(_Intake(sub, pages, job_id=job_id), writer, rest)
+        writer, rest, scan = await self._receive(self._keeping_alive(job_id, chunks))
+        return await self._commit(_Intake(sub, scan, job_id=job_id), writer, rest)
 
     async def _keeping_alive(
         self, job_id: int, chunks: AsyncIterator[bytes]
@@ -510,7 +522,8 @@ class JobIntake:
             log.warning("job %d: cannot mark its document arriving: %s", job_id, brief_error(exc))
 
     def _attach(self, intake: _Intake) -> Job:
-        job_id, sub, spool_file, pages = intake.job_id, intake.sub, intake.spool_file, intake.pages
+        job_id, sub, spool_file = intake.job_id, intake.sub, intake.spool_file
+        pages = intake.scan.pages
         assert job_id is not None and spool_file is not None
         values: dict[str, Any] = {
             "spool_name": spool_file.name,
@@ -520,6 +533,7 @@ class JobIntake:
             "format_version": spool_file.format_version,
             "state": JobState.HELD,
             "updated_at": self.clock(),
+            "detected_format": _detected(sub, intake.scan, job_id),
         }
         if sub.document_format != "application/octet-stream":
             values["document_format"] = sub.document_format
@@ -533,6 +547,25 @@ class JobIntake:
                 setattr(job, key, value)
             intake.update_sent = True  # what fails from here on may have landed
         return job
+
+
+def _detected(sub: Submission, scan: Scan, job_id: int | None = None) -> str | None:
+    """The detected format, a declaration the bytes contradict logged (the bytes win)."""
+    found = scan.detected
+    if (
+        found is not None
+        and not generic(sub.document_format)
+        and not same(sub.document_format, found)
+    ):
+        log.warning(
+            "%s from %s: declared %s but its bytes are %s; treated as %s",
+            f"job {job_id}" if job_id is not None else "a job",
+            sub.owner,
+            sub.document_format,
+            found,
+            found,
+        )
+    return found
 
 
 def _submit_detail(job: Job, *, hide_title: bool = False) -> str:

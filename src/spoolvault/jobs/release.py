@@ -32,9 +32,11 @@ from sqlalchemy import update
 from spoolvault.audit import Action, Outcome
 from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import PrinterMode, utcnow
+from spoolvault.documents.convert import ConversionFailed, NoConversion
 from spoolvault.errors import ClientError, Conflict, PrinterFailure, Refused, SpoolError
 from spoolvault.ipp.attributes import attributes_from_json
 from spoolvault.ipp.constants import Status
+from spoolvault.jobs.convert import Delivery, prepare
 from spoolvault.jobs.errors import JobNotFound
 from spoolvault.jobs.pins import pin_matches
 from spoolvault.jobs.service import JobService
@@ -293,6 +295,8 @@ class ReleaseService:
             log.error("job %d: %s; not sent to %s", job_id, reason, printer.name)
             await in_thread(self._mark, job_id, JobState.FAILED, reason)
             raise ReleaseFailed(job_id, reason) from None
+        # Before the claim: a job that cannot be made into the printer's format stays held.
+        sending = await self._delivery(job, printer)
         if not await in_thread(self._claim, job_id, printer.name):
             raise ReleaseRefused(f"job {job_id} is being released elsewhere")
 
@@ -306,12 +310,16 @@ class ReleaseService:
         try:
             delivered = await deliver(
                 printer.uri,
-                source,
+                sending.source(source),
                 job_name=job.title or f"job {job.id}",
                 user=job.owner,
-                document_format=job.document_format,
+                document_format=sending.document_format,
                 attributes=attributes_from_json(job.attributes),
             )
+        except (ConversionFailed, NoConversion) as exc:
+            # The converter failed before its output ended: the printer never got a whole job.
+            await in_thread(self._mark, job_id, JobState.HELD, f"not printed: {exc}")
+            raise ReleaseFailed(job_id, str(exc)) from None
         except DeliveryFailed as exc:
             await in_thread(self._mark, job_id, JobState.HELD, f"not printed: {exc}")
             raise ReleaseFailed(job_id, str(exc)) from None
@@ -329,6 +337,10 @@ class ReleaseService:
                 "release interrupted; it may have printed: check the printer first",
             )
             raise
+        if sending.chain is not None:
+            delivered = Delivered(
+                delivered.printer_job_id, f"{delivered.detail}; {sending.describe()}"
+            )
         job = await in_thread(self._printed, job_id, delivered)
         if await in_thread(self._archived, job, spool):
             log.info("job %d released by %s to %s, archived", job_id, actor, printer.name)
@@ -341,6 +353,15 @@ class ReleaseService:
             task.add_done_callback(self._unlinks.discard)
         log.info("job %d released by %s to %s (%s)", job_id, actor, printer.name, delivered.detail)
         return Released(job, delivered)
+
+    async def _delivery(self, job: Job, printer: Printer) -> Delivery:
+        """The format the printer gets and the conversion (jobs/convert.py), or NoConversion."""
+        reported: tuple[str, ...] = ()
+        if printer.uri.startswith(("ipp://", "ipps://")) and not printer.document_formats:
+            reported = (await self.printer_health(printer)).formats
+        return prepare(
+            job, printer, reported, attributes_from_json(job.attributes), self.jobs.settings()
+        )
 
     def _check_job_pin(self, job: Job, pin: str | None) -> None:
         """The job's PIN, or JobPinRequired / JobPinLocked (argon2id: blocking)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import socket
 import ssl
 from dataclasses import dataclass
@@ -50,6 +51,10 @@ __all__ = [
 MAX_HEAD = 64 * 1024  # the printer's status line and header fields, at most
 READ_SIZE = 64 * 1024
 USER_AGENT = f"spoolvault/{__version__} IPP/2.0"
+# Sent with every IPP request this process makes to a printer; its own IPP intake refuses
+# a request that carries it: a printer whose URI is one of our own queues (a loop).
+LOOP_HEADER = "X-Spoolvault-Loop"
+LOOP_TOKEN = secrets.token_hex(16)
 
 
 class BadAnswer(PrinterFailure):
@@ -129,6 +134,7 @@ class Exchange:
                     ("Accept", "application/ipp"),
                     framing,
                     ("User-Agent", USER_AGENT),
+                    (LOOP_HEADER, LOOP_TOKEN),
                     ("Connection", "close"),
                 ],
             )

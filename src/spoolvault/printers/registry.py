@@ -56,12 +56,15 @@ def add_printer(
     snmp_host: str | None = None,
     snmp_port: int | None = None,
     hold_timeout_minutes: int | None = None,
+    document_formats: str | None = None,
 ) -> Printer:
     """Create a printer; its queue is /printers/<name>.
 
     SNMP health is asked when ``snmp_community`` is set, of ``snmp_host`` (default: the
     URI's host) at ``snmp_port`` (default 161). ``hold_timeout_minutes`` overrides the
-    server's hold timeout for jobs held on this printer's own queue.
+    server's hold timeout for jobs held on this printer's own queue. ``document_formats``
+    (comma-separated MIME types) is what it takes: for socket:// and lpd:// printers
+    (default PostScript and PCL), over what an IPP printer says it takes.
     """
     if not _NAME_RE.fullmatch(name):
         raise InvalidPrinter(
@@ -82,6 +85,7 @@ def add_printer(
         snmp_host=snmp_host,
         snmp_port=snmp_port,
         hold_timeout_minutes=hold_timeout_minutes,
+        document_formats=check_formats(document_formats),
     )
     try:
         with db.session() as s:
@@ -112,6 +116,26 @@ def _check_options(
         )
 
 
+_MIME_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
+)
+
+
+def check_formats(formats: str | None) -> str | None:
+    """A comma-separated list of MIME types, normalised (``None`` or empty: the default)."""
+    if formats is None:
+        return None
+    items = [f.strip() for f in formats.split(",") if f.strip()]
+    if not items:
+        return None
+    for item in items:
+        if not _MIME_RE.fullmatch(item):
+            raise InvalidPrinter(
+                f"document format {item!r}: a MIME type such as application/postscript"
+            )
+    return ",".join(dict.fromkeys(items))
+
+
 # What update_printer may change (the name is the queue's name: it stays).
 CHANGEABLE = (
     "uri",
@@ -122,6 +146,7 @@ CHANGEABLE = (
     "snmp_host",
     "snmp_port",
     "hold_timeout_minutes",
+    "document_formats",
 )
 REQUIRED = frozenset({"uri", "mode", "block_release_on_error", "group"})
 
@@ -144,6 +169,7 @@ def update_printer(db: Database, name: str, changes: Mapping[str, Any]) -> tuple
         if "uri" in changes:
             check_uri(str(values["uri"]))
         values["mode"] = _mode(str(values["mode"]))
+        values["document_formats"] = check_formats(values["document_formats"])
         _check_options(
             snmp_host=values["snmp_host"],
             snmp_port=values["snmp_port"],

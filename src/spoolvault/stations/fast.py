@@ -2,8 +2,9 @@
 
 ``POST /api/v1/fast-release/{printer}`` with ``{"card_number": "..."}`` and the terminal's
 device token (``Authorization: Bearer``), registered for that printer: a token of another
-printer's device is refused (403). The card alone identifies the user (a tap; no PIN, by
-design). Fast Release never blocks on printer error (docs/release.md): a printer in error
+printer's device is refused (403). The card alone identifies the user (a tap), unless the
+setting ``fast_release_require_pin`` is on: then a user who has a PIN must send it too
+(``"pin"``). Fast Release never blocks on printer error (docs/release.md): a printer in error
 still gets the jobs, and what it does not accept stays held with the reason. Each job's release
 is audited; so is every refused card or device.
 """
@@ -22,6 +23,7 @@ from spoolvault.identity import Devices, IdentityService
 from spoolvault.identity.devices import DeviceInfo
 from spoolvault.jobs.release import ReleaseFailed, ReleaseService
 from spoolvault.jobs.service import JobService
+from spoolvault.settings import FAST_RELEASE_REQUIRE_PIN
 from spoolvault.stations.access import releasable_at
 from spoolvault.stations.mfd import device_dependency
 from spoolvault.util.threads import in_thread
@@ -29,6 +31,12 @@ from spoolvault.util.threads import in_thread
 
 class FastReleaseIn(BaseModel):
     card_number: str = Field(repr=False)
+    pin: str | None = Field(
+        None,
+        repr=False,
+        description="The user's PIN: required when the setting fast_release_require_pin is "
+        "on and the user has one.",
+    )
 
 
 class FastReleased(BaseModel):
@@ -70,8 +78,15 @@ def create_fast_release_router(
             )
             raise HTTPException(403, detail)
         station = f"device:{device.name}"
+        require_pin = bool((await in_thread(jobs.settings))[FAST_RELEASE_REQUIRE_PIN])
         owner = await in_thread(
-            lambda: identity.card_owner(body.card_number, station=station, printer=printer)
+            lambda: identity.card_owner(
+                body.card_number,
+                station=station,
+                printer=printer,
+                pin=body.pin,
+                require_pin=require_pin,
+            )
         )
         held = await in_thread(lambda: jobs.list(owner=owner, states=[JobState.HELD]))
         released: list[FastReleased] = []

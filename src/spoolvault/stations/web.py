@@ -44,7 +44,14 @@ from starlette.routing import BaseRoute, Route
 from spoolvault.audit import Action, Outcome
 from spoolvault.db import Job, JobState, Printer
 from spoolvault.db.models import utcnow
-from spoolvault.errors import AuthenticationFailed, ClientError, LockedOut, Refused, SpoolvaultError
+from spoolvault.errors import (
+    AuthenticationFailed,
+    ClientError,
+    DirectoryUnavailable,
+    LockedOut,
+    Refused,
+    SpoolvaultError,
+)
 from spoolvault.identity import IdentityService
 from spoolvault.jobs.errors import JobNotFound
 from spoolvault.jobs.release import (
@@ -379,6 +386,8 @@ class Station(PageSet):
                 status=429,
                 headers={"Retry-After": str(exc.retry_after)},
             )
+        except DirectoryUnavailable as exc:  # a directory user's password: no fall-back
+            return self._login_page(request, printer, settings, error=str(exc), status=503)
         except Refused as exc:  # a missing field, a malformed card number
             return self._login_page(request, printer, settings, error=str(exc))
         is_admin = await in_thread(self.db.is_admin, user)

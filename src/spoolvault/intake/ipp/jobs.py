@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from spoolvault.audit import Action, Outcome
 from spoolvault.db import Job
 from spoolvault.db import JobState as DbState
+from spoolvault.intake.ipp import policy
 from spoolvault.intake.ipp.request import (
     Context,
     IppError,
@@ -32,6 +33,7 @@ from spoolvault.ipp.constants import GroupTag, Status, ValueTag
 from spoolvault.jobs.errors import JobNotFound
 from spoolvault.jobs.intake import Submission
 from spoolvault.jobs.service import FINISHED_STATES, KEEP
+from spoolvault.settings import HIDE_DOCUMENT_NAMES
 from spoolvault.util.threads import in_thread
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ def job_id_of(ctx: Context) -> int:
         raise IppError(Status.CLIENT_ERROR_BAD_REQUEST, "job-id or job-uri is required")
     path = urlsplit(str(uri.value)).path
     tail = path.rstrip("/").rsplit("/", 1)[-1]
-    if not path.startswith("/jobs/") or not tail.isdigit():
+    if not path.startswith("/jobs/") or not (tail.isascii() and tail.isdigit()):
         raise IppError(Status.CLIENT_ERROR_NOT_FOUND, f"no job at {uri.value}")
     return int(tail)
 
@@ -74,10 +76,9 @@ async def find_job(srv: IppServer, ctx: Context) -> Job:
 
 
 def check_owner(ctx: Context, job: Job) -> None:
-    """Only the owner, or an authenticated administrator (any user with is_admin)."""
-    user = ctx.requesting_user()
-    if user != job.owner and not ctx.admin:
-        raise IppError(Status.CLIENT_ERROR_NOT_AUTHORIZED, f"job {job.id} belongs to another user")
+    """Only the owner (authenticated, or claimed from the submitting address), or an
+    authenticated administrator: policy.may_change."""
+    policy.may_change(ctx, job)
 
 
 def job_group(ctx: Context, job: Job) -> AttributeGroup:
@@ -218,8 +219,10 @@ async def cancel_job(srv: IppServer, ctx: Context) -> IppMessage:
 
 async def get_job_attributes(srv: IppServer, ctx: Context) -> IppMessage:
     job = await find_job(srv, ctx)
+    hide = bool((await srv.settings())[HIDE_DOCUMENT_NAMES])
+    group = policy.visible_job(ctx, job, job_group(ctx, job), hide_titles=hide)
     resp = reply(ctx)
-    resp.groups.append(A.select_job(job_group(ctx, job), requested_attributes(ctx), ["all"]))
+    resp.groups.append(A.select_job(group, requested_attributes(ctx), ["all"]))
     return resp
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from spoolvault.db import JobState as DbState
 from spoolvault.errors import Refused
+from spoolvault.intake.ipp import policy
 from spoolvault.intake.ipp.jobs import hold_value, job_created, job_group, template_ok
 from spoolvault.intake.ipp.request import (
     Context,
@@ -27,7 +28,7 @@ from spoolvault.ipp.codec import Attribute, AttributeGroup, IppMessage
 from spoolvault.ipp.constants import GroupTag, PrinterState, Status, ValueTag
 from spoolvault.jobs.intake import Submission
 from spoolvault.jobs.pins import hash_pin, pin_digest
-from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
+from spoolvault.settings import HIDE_DOCUMENT_NAMES, IPP_AUTHENTICATION_REQUIRED
 from spoolvault.util.threads import in_thread
 
 if TYPE_CHECKING:
@@ -183,6 +184,10 @@ async def cancel_my_jobs(srv: IppServer, ctx: Context) -> IppMessage:
                 [ids_attr],
             )
         jobs = [j for j in jobs if j.id in wanted]
+    # A claim (no authentication) cancels only jobs it submitted from this address; if
+    # any of them came from elsewhere, nothing is cancelled and the client is challenged.
+    for job in jobs:
+        policy.may_change(ctx, job)
     reason = f"cancelled by {user} (Cancel-My-Jobs)"
     for job in jobs:
         await in_thread(functools.partial(srv.jobs.cancel, job.id, reason=reason, actor=user))
@@ -246,9 +251,11 @@ async def get_jobs(srv: IppServer, ctx: Context) -> IppMessage:
         )
     )
     requested = requested_attributes(ctx)
+    hide = bool((await srv.settings())[HIDE_DOCUMENT_NAMES])
     resp = reply(ctx)
     for job in jobs:
-        resp.groups.append(A.select_job(job_group(ctx, job), requested, A.JOB_DESCRIPTION_DEFAULT))
+        group = policy.visible_job(ctx, job, job_group(ctx, job), hide_titles=hide)
+        resp.groups.append(A.select_job(group, requested, A.JOB_DESCRIPTION_DEFAULT))
     return resp
 
 

@@ -30,9 +30,16 @@ from starlette.responses import PlainTextResponse, Response
 from spoolvault.audit import SYSTEM
 from spoolvault.db import Job, Printer
 from spoolvault.db import JobState as DbState
-from spoolvault.errors import Refused, SpoolWriteError, TemporaryFailure
+from spoolvault.errors import (
+    DirectoryUnavailable,
+    LockedOut,
+    Refused,
+    SpoolWriteError,
+    TemporaryFailure,
+)
 from spoolvault.identity import IdentityService
 from spoolvault.intake.ipp import jobs as job_ops
+from spoolvault.intake.ipp import policy
 from spoolvault.intake.ipp import printer as printer_ops
 from spoolvault.intake.ipp.request import Context, Handler, IppError, reply
 from spoolvault.ipp import attributes as A
@@ -40,6 +47,7 @@ from spoolvault.ipp.codec import AttributeGroup, IppMessage, IppParseError, Limi
 from spoolvault.ipp.constants import GroupTag, Operation, Status, ValueTag
 from spoolvault.jobs.release import PrinterBlocked, ReleaseFailed, ReleaseRefused, ReleaseService
 from spoolvault.jobs.service import JobService
+from spoolvault.printers.http import LOOP_HEADER, LOOP_TOKEN
 from spoolvault.printers.registry import find_printer
 from spoolvault.runtime import Runtime
 from spoolvault.settings import IPP_AUTHENTICATION_REQUIRED
@@ -50,6 +58,7 @@ T = ValueTag
 
 SUPPORTED_VERSIONS = {(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)}
 DEFAULT_QUEUE = A.DEFAULT_QUEUE
+_CHALLENGE = 'Basic realm="spoolvault"'
 AUTH_CACHE_SECONDS = 60.0
 FORMATS_TTL = 300.0  # seconds a printer's document-format-supported is trusted
 FORMATS_RETRY = 30.0  # ... and how soon to ask again a printer that did not say
@@ -111,8 +120,12 @@ class IppServer:
             # RFC 8010 §4.2: authentication happens at the HTTP layer; clients (lp, macOS)
             # ask the user for a password on this challenge.
             return PlainTextResponse(
-                "Unauthorized\n", 401, headers={"WWW-Authenticate": 'Basic realm="spoolvault"'}
+                "Unauthorized\n", 401, headers={"WWW-Authenticate": _CHALLENGE}
             )
+        except LockedOut as exc:  # the identity service's lockout, as on every login path
+            return PlainTextResponse(f"{exc}\n", 429, headers=exc.headers())
+        except DirectoryUnavailable as exc:  # a directory user's password cannot be checked
+            return PlainTextResponse(f"{exc}\n", 503, headers={"Retry-After": "30"})
         body = request.stream()
         parser = Parser(self.limits)
         msg: IppMessage | None = None
@@ -139,9 +152,35 @@ class IppServer:
                 if chunk:
                     yield chunk
 
+        policy.clean_request(msg)
         ctx = Context(request, msg, user, None, _base_uri(request), document(), admin=admin)
+        if request.headers.get(LOOP_HEADER) == LOOP_TOKEN:
+            # Our own delivery came back: a printer's URI is one of our queues.
+            log.warning(
+                "IPP %s from our own delivery refused: a printer loops back here",
+                _op_name(msg.code),
+            )
+            resp = reply(
+                ctx,
+                Status.CLIENT_ERROR_NOT_POSSIBLE,
+                "this printer's URI is a queue of the same server (a loop)",
+            )
+            return _ipp_response(resp)
         resp = await self.dispatch(ctx)
+        if resp.code == Status.CLIENT_ERROR_NOT_AUTHENTICATED:
+            # A claim that may not change this job (policy.py): challenge, so that lp and
+            # the like ask for a password and try again authenticated (as cupsd does).
+            return PlainTextResponse(
+                "Unauthorized\n", 401, headers={"WWW-Authenticate": _CHALLENGE}
+            )
         return _ipp_response(resp)
+
+    async def authenticated(self, request: Request) -> tuple[str | None, bool]:
+        """The HTTP Basic user and whether an administrator; (None, False) if none or wrong."""
+        try:
+            return await self._authenticate(request)
+        except IppError:
+            return None, False
 
     async def _authenticate(self, request: Request) -> tuple[str | None, bool]:
         """The HTTP Basic user and whether they are an administrator; (None, False) if none."""
@@ -159,7 +198,12 @@ class IppServer:
         cached = self._auth_cache.get(key)
         if cached and cached[2] > time.monotonic():
             return cached[0], cached[1]
-        user = await in_thread(self.identity.check_password, username, password)
+        client = request.client.host if request.client else None
+        user = await in_thread(
+            lambda: self.identity.check_password(
+                username, password, client=client, method="IPP Basic"
+            )
+        )
         if user is None:
             raise IppError(Status.CLIENT_ERROR_NOT_AUTHENTICATED, "bad credentials")
         admin = user.is_admin
