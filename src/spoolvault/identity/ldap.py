@@ -151,12 +151,14 @@ def _close(conn: ldap3.Connection) -> None:
             sock.close()
 
 
-def _connect(cfg: LdapConfig) -> ldap3.Connection:
+def _bind(cfg: LdapConfig, dn: str | None, password: str | None) -> ldap3.Connection:
+    """A connection to the directory, StartTLS'd when set, bound as ``dn`` (None:
+    anonymous). On any failure its socket is closed and the LDAP error raised."""
     server = ldap3.Server(cfg.url, connect_timeout=cfg.timeout, get_info=ldap3.NONE)
     conn = ldap3.Connection(
         server,
-        user=cfg.bind_dn,
-        password=cfg.bind_password,
+        user=dn,
+        password=password,
         read_only=True,
         receive_timeout=cfg.timeout,
         raise_exceptions=True,
@@ -166,14 +168,22 @@ def _connect(cfg: LdapConfig) -> ldap3.Connection:
         if cfg.start_tls:
             conn.start_tls()
         conn.bind()
-    except LDAPException as exc:
+    except LDAPException:
         with contextlib.suppress(LDAPException):
             conn.unbind()  # closes the socket
         _close(conn)
+        raise
+    return conn
+
+
+def _connect(cfg: LdapConfig) -> ldap3.Connection:
+    """The service account's connection (anonymous without a bind DN)."""
+    try:
+        return _bind(cfg, cfg.bind_dn, cfg.bind_password)
+    except LDAPException as exc:
         # ldap3's messages name the server and the result, never the password.
         who = cfg.bind_dn or "anonymous"
         raise LdapSyncError(f"cannot bind to {cfg.url} as {who}: {exc}") from None
-    return conn
 
 
 def _search(
@@ -427,24 +437,12 @@ def authenticate(cfg: LdapConfig, username: str, password: str, *, ad: bool = Fa
             conn.unbind()
     if len(found) != 1:
         return False
-    server = ldap3.Server(cfg.url, connect_timeout=cfg.timeout, get_info=ldap3.NONE)
-    user = ldap3.Connection(
-        server,
-        user=found[0],
-        password=password,
-        receive_timeout=cfg.timeout,
-        raise_exceptions=True,
-    )
     try:
-        user.open()
-        if cfg.start_tls:
-            user.start_tls()
-        user.bind()
-        return True
+        user = _bind(cfg, found[0], password)
     except (LDAPInvalidCredentialsResult, LDAPBindError):
         return False
     except LDAPException as exc:
         raise DirectoryUnavailable(f"bind failed: {exc}") from None
-    finally:
-        with contextlib.suppress(LDAPException):
-            user.unbind()
+    with contextlib.suppress(LDAPException):
+        user.unbind()
+    return True
