@@ -260,7 +260,8 @@ def test_a_pdf_reaches_a_socket_printer_set_to_pcl_as_pcl(srv: Server) -> None:
     assert p["document_formats"] == ["application/vnd.hp-pcl"]
 
 
-MARKER = "zq-formats-marker-7731"
+# Made per run, so this file (or a checkout under /tmp) never holds it.
+MARKER = "zq-formats-marker-" + os.urandom(6).hex()
 WATCHED = ("/tmp", "/var/tmp", "/dev/shm")
 
 
